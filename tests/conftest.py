@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny real models (built once per machine into the Zoetrope cache) and fakes."""
+
+from __future__ import annotations
+
+import os
+
+# Never reach for the Hub in tests: an uncached Hub id must fail at once, not retry for 30 s.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cpu():
+    from zoetrope.models import pick_device
+
+    return pick_device("cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_painter(cpu):
+    from zoetrope.models import load_painter, quiet_libraries
+
+    quiet_libraries()
+    return load_painter("tiny", cpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(cpu):
+    from zoetrope.models import load_captioner, quiet_libraries
+
+    quiet_libraries()
+    return load_captioner("tiny", cpu)

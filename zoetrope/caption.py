@@ -1,0 +1,63 @@
+"""Captioner: images in, one caption each (BLIP through transformers).
+
+Beam search is deterministic and batched. Sampling draws from the global RNG, so each sampled caption runs
+under its own seed inside `torch.random.fork_rng`: the same seed gives the same caption whatever the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from PIL import Image
+
+from zoetrope.models import DevicePlan, ModelRef
+
+
+@dataclass(frozen=True)
+class CaptionParams:
+    mode: Literal["beam", "sample"] = "beam"
+    num_beams: int = 3
+    min_length: int = 5
+    max_length: int = 30
+    repetition_penalty: float = 1.2
+    top_p: float = 0.9
+    temperature: float = 1.0
+
+    def as_log(self) -> dict:
+        return asdict(self)
+
+    def generate_kwargs(self) -> dict:
+        common = dict(min_length=self.min_length, max_length=self.max_length, repetition_penalty=self.repetition_penalty)
+        if self.mode == "sample":
+            return common | dict(do_sample=True, top_p=self.top_p, temperature=self.temperature, num_beams=1)
+        return common | dict(do_sample=False, num_beams=self.num_beams)
+
+
+class Captioner:
+    def __init__(self, model, processor, ref: ModelRef, plan: DevicePlan):
+        self.model = model
+        self.processor = processor
+        self.ref = ref
+        self.plan = plan
+
+    @torch.inference_mode()
+    def _generate(self, images: list[Image.Image], params: CaptionParams) -> list[str]:
+        inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.plan.device, self.plan.dtype)
+        out = self.model.generate(pixel_values=pixels, **params.generate_kwargs())
+        return [c.strip() for c in self.processor.batch_decode(out, skip_special_tokens=True)]
+
+    def caption(self, images: list[Image.Image], params: CaptionParams, seeds: list[int] | None = None) -> list[str]:
+        if params.mode == "beam":
+            return self._generate(images, params)
+        if seeds is None or len(seeds) != len(images):
+            raise ValueError(f"sampling captions needs one seed per image, got {seeds!r} for {len(images)} images.")
+        devices = [torch.device(self.plan.device).index or 0] if self.plan.device == "cuda" else []
+        captions = []
+        for image, seed in zip(images, seeds):
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                captions += self._generate([image], params)
+        return captions

@@ -1,0 +1,184 @@
+"""Command line: `python run_loop.py {loop,models,...}`.
+
+Each subcommand module exposes `register(subparsers)`, which adds its parser and sets `func`. A user's
+mistake (UserError) is printed as one line and exits 2; there is no traceback for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from pathlib import Path
+
+from zoetrope.errors import UserError
+
+# Modules that add subcommands besides `loop` and `models` (each has `register(subparsers)`).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models", metavar="SPEC",
+        help="tiny | PAINTER | painter=X,captioner=Y (presets, local folders or Hub ids; tiny = offline test models)",
+    )
+    parser.add_argument("--device", choices=["cuda", "mps", "cpu"], help="default: cuda > mps > cpu")
+
+
+def parse_models(spec: str | None) -> dict[str, str]:
+    """`--models` as {"painter": ..., "captioner": ...} overrides (empty when not given)."""
+    if not spec:
+        return {}
+    if spec == "tiny":
+        return {"painter": "tiny", "captioner": "tiny"}
+    if "=" not in spec:
+        return {"painter": spec}
+    out = {}
+    for part in spec.split(","):
+        role, _, name = part.partition("=")
+        if role.strip() not in ("painter", "captioner") or not name.strip():
+            raise UserError(f"--models: expected tiny, PAINTER or painter=X,captioner=Y, got {spec!r}")
+        out[role.strip()] = name.strip()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+def register_loop(sub) -> None:
+    p = sub.add_parser("loop", help="run the caption <-> paint chain (endless unless --steps)")
+    p.add_argument("config", nargs="?", type=Path, help="loop config YAML (default: loops/counterfeits.yaml)")
+    add_model_options(p)
+    p.add_argument("--steps", type=int, help="stop after step N (a resumed chain counts its earlier steps)")
+    p.add_argument("--out", type=Path, help="chain folder (default renders/chains/<name>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the chain in DIR after its last step")
+    p.add_argument("--seed", type=int, help="base seed (overrides the config)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--start-image", type=Path, metavar="PATH")
+    start.add_argument("--start-prompt", metavar="TEXT")
+    p.set_defaults(func=cmd_loop)
+
+
+def loop_config_from_args(args):
+    from zoetrope.config import LoopConfig, load_loop_config
+
+    if args.config is None and Path("loops/counterfeits.yaml").is_file():
+        args.config = Path("loops/counterfeits.yaml")
+    config = load_loop_config(args.config)
+    base = args.config.parent if args.config else Path.cwd()
+    data = config.model_dump()
+    if config.start.image is not None:
+        data["start"]["image"] = str((base / config.start.image).resolve())
+    if args.start_image is not None:
+        data["start"] = {"image": str(args.start_image.resolve()), "prompt": None}
+    if args.start_prompt is not None:
+        data["start"] = {"image": None, "prompt": args.start_prompt}
+    if args.seed is not None:
+        data["seed"] = args.seed
+    if args.steps is not None:
+        data["steps"] = args.steps
+    data["models"] |= parse_models(args.models)
+    try:
+        return LoopConfig.model_validate(data)
+    except Exception as exc:  # an override out of range: name it
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        raise UserError(f"command line: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def cmd_loop(args) -> int:
+    from zoetrope.chainlog import read_chain
+    from zoetrope.config import LoopConfig
+    from zoetrope.images import load_image
+    from zoetrope.loop import default_run_folder, drive, open_models, reopen_run, start_run
+
+    if args.resume is not None:
+        if any(v is not None for v in (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models)):
+            raise UserError("--resume continues a chain with its logged settings; only --steps and --device may be "
+                            "given (to change settings, fork it: replay fork)")
+        logged = read_chain(args.resume)
+        config = LoopConfig.model_validate(logged.header["config"])
+        if args.steps is not None:
+            config = config.model_copy(update={"steps": args.steps})
+        if config.steps is not None and logged.last_step >= config.steps:
+            print(f"{args.resume}: already at step {logged.last_step} of {config.steps}; nothing to do")
+            return 0
+        models = logged.header["models"]
+        painter, captioner, plan = open_models(
+            models["painter"]["id"], models["captioner"]["id"],
+            (models["painter"]["revision"], models["captioner"]["revision"]), args.device,
+        )
+        writer, point = reopen_run(logged, config, painter)
+        folder = args.resume
+        print(f"resuming {folder} at step {point.next_step}", flush=True)
+    else:
+        config = loop_config_from_args(args)
+        # Everything the user gave is checked before anything is loaded or written.
+        start_image = load_image(config.start.image) if config.start.image else None
+        folder = args.out or default_run_folder(config)
+        if (folder / "chain.jsonl").exists():
+            raise UserError(f"{folder}: already holds a chain; continue it with --resume {folder}")
+        m = config.models
+        painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
+                                               args.device)
+        writer, point = start_run(folder, config, start_image, painter, captioner, plan)
+        print(f"chain {folder} ({plan.device}, {plan.dtype_name})", flush=True)
+    done = drive(config, painter, captioner, writer, point)
+    print(f"{done} steps written to {folder}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def register_models(sub) -> None:
+    p = sub.add_parser("models", help="list presets and what is cached; pull a preset for offline use")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="presets, their Hub ids, and whether they are in the local cache")
+    pull = msub.add_parser("pull", help="download a preset (or Hub id) into the Hugging Face cache")
+    pull.add_argument("preset")
+    pull.add_argument("--revision")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(args) -> int:
+    from zoetrope import models
+
+    if args.models_command == "pull":
+        path = models.pull(args.preset, args.revision)
+        print(f"{args.preset}: cached at {path}")
+        return 0
+    for row in models.list_models():
+        mark = "cached" if row["cached"] else "-"
+        print(f"{row['name']:<11} {row['role']:<18} {mark:<7} {row['id']:<45} {row['note']}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_loop.py", description="Zoetrope: caption <-> paint loops and films.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_loop(sub)
+    register_models(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
