@@ -1,5 +1,7 @@
 """The caption <-> paint cycle on fakes: order, seeds, modes, and the repetition guard."""
 
+from itertools import pairwise
+
 import numpy as np
 from PIL import Image
 
@@ -29,7 +31,7 @@ def test_prompt_start_paints_the_prompt_then_captions_each_image_in_order():
     assert [s.step for s in steps] == [1, 2, 3, 4]
     assert steps[0].caption is None and steps[0].prompt == LoopConfig().start.prompt
     # step n captions image n-1 and paints its caption with the suffix, seeded by (base seed, n)
-    for previous, step in zip(steps, steps[1:]):
+    for previous, step in pairwise(steps):
         assert step.input_image is previous.image
         assert step.prompt == f"{step.caption}, oil"
         assert step.seed == step_seed(11, step.step)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoetrope.chainlog import (ChainLogError, ChainWriter, encode_png, read_chain, sha256_file,
-                               step_image_name)
+from zoetrope.chainlog import ChainLogError, ChainWriter, encode_png, read_chain, sha256_file, step_image_name
 
 
 def header(**changes):

@@ -148,7 +148,7 @@ def test_resume_refuses_other_settings_and_missing_folders(tmp_path, capsys):
     assert main(["loop", "--resume", str(tmp_path / "nope")]) == 2
     assert "no such chain folder" in capsys.readouterr().err
     assert main(["loop", "--resume", str(tmp_path), "--seed", "3"]) == 2
-    assert "only --steps and --device" in capsys.readouterr().err
+    assert "only --steps, --device" in capsys.readouterr().err
 
 
 def test_existing_chain_is_not_overwritten(tmp_path, small_config, capsys):

@@ -56,7 +56,7 @@ class Captioner:
             raise ValueError(f"sampling captions needs one seed per image, got {seeds!r} for {len(images)} images.")
         devices = [torch.device(self.plan.device).index or 0] if self.plan.device == "cuda" else []
         captions = []
-        for image, seed in zip(images, seeds):
+        for image, seed in zip(images, seeds, strict=True):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
                 captions += self._generate([image], params)

@@ -1,0 +1,57 @@
+"""Speed options: same pictures with SDPA or eager attention and channels_last; TAESD swaps the decoder."""
+
+import numpy as np
+import pytest
+
+from zoetrope.cli import main
+from zoetrope.config import LoopConfig
+from zoetrope.models import SpeedOptions, load_painter
+from zoetrope.paint import PaintParams
+
+PARAMS = PaintParams(steps=2, width=64, height=64)
+
+
+def pixels(painter, seed=3):
+    return np.asarray(painter.paint(["a lighthouse"], params=PARAMS, seeds=[seed])[0]).astype(int)
+
+
+def test_attention_and_layout_do_not_change_the_picture(cpu, tiny_painter):
+    reference = pixels(tiny_painter)
+    for options in (SpeedOptions(attention="eager"), SpeedOptions(channels_last=True)):
+        other = pixels(load_painter("tiny", cpu, speed=options))
+        assert np.abs(other - reference).max() <= 1  # float reordering only, never another image
+
+
+def test_taesd_replaces_the_decoder(cpu, tiny_painter):
+    from diffusers import AutoencoderTiny
+
+    fast = load_painter("tiny", cpu, speed=SpeedOptions(vae="taesd"))
+    assert isinstance(fast.text2img.vae, AutoencoderTiny) and fast.img2img.vae is fast.text2img.vae
+    (image,) = fast.paint(["a lighthouse"], params=PARAMS, seeds=[3])
+    assert image.size == (64, 64)
+    (drift,) = fast.paint(["a lighthouse"], params=PaintParams(steps=4, width=64, height=64, strength=0.5),
+                          seeds=[4], init_images=[image])
+    assert drift.size == (64, 64)
+
+
+def test_speed_section_validates_and_cli_overrides_it(tmp_path, capsys):
+    assert LoopConfig.model_validate({"speed": {"channels_last": True}}).speed.channels_last
+    config = tmp_path / "c.yaml"
+    config.write_text("paint:\n  width: 64\n  height: 64\nspeed:\n  attention: flash\n")
+    assert main(["loop", str(config), "--models", "tiny", "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "speed.attention: Input should be 'sdpa' or 'eager'" in capsys.readouterr().err
+    config.write_text("paint:\n  width: 64\n  height: 64\n")
+    assert main(["loop", str(config), "--models", "tiny", "--steps", "1", "--vae", "taesd", "--channels-last",
+                 "--out", str(tmp_path / "o")]) == 0
+    from zoetrope.chainlog import read_chain
+
+    assert read_chain(tmp_path / "o").header["config"]["speed"] == {
+        "attention": "sdpa", "channels_last": True, "compile": False, "vae": "taesd"}
+
+
+def test_missing_taesd_is_an_error_not_the_full_vae(cpu, tmp_path):
+    from zoetrope.errors import ModelLoadError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        load_painter("tiny", cpu, speed=SpeedOptions(vae=str(tmp_path / "empty")))
