@@ -1,0 +1,93 @@
+"""Loop overhead: seconds per step through run_loop.py's own code path (Chain + durable ChainWriter +
+progress callback) versus the bare model calls (caption + paint, same models, sizes and seeds), timed in
+the same process, interleaved, at 64 and 256 px on the tiny models. Goal: at most 5% at 256 px.
+
+    python bench/loop_overhead.py [--quick] [--steps N] [--rounds R]
+
+The repetition guard is off in both arms: it is a feature (extra captions when it fires), not overhead.
+Last line: `loop_overhead: <loop seconds / bare seconds at 256 px>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from zoetrope.chain import Chain, step_seed  # noqa: E402
+from zoetrope.config import LoopConfig  # noqa: E402
+from zoetrope.loop import Resumable, StopFlag, progress_line, run_chain, start_run  # noqa: E402
+from zoetrope.models import load_captioner, load_painter, pick_device, quiet_libraries  # noqa: E402
+
+
+def bench_config(size: int, steps: int) -> LoopConfig:
+    return LoopConfig.model_validate({
+        "seed": 3, "steps": steps, "paint": {"width": size, "height": size},
+        "start": {"prompt": "a lighthouse on a rock"}, "guard": {"enabled": False},
+    })
+
+
+def bare(config: LoopConfig, captioner, painter, steps: int) -> float:
+    """The models alone: caption the last image, paint its caption with the same seeds as the loop."""
+    params, caption_params = config.paint.params(), config.caption.params()
+    negative = [config.prompt.negative]
+    start = time.perf_counter()
+    image = painter.paint([config.start.prompt], params=params, seeds=[step_seed(config.seed, 1)], negative_prompts=negative)[0]
+    for n in range(2, steps + 1):
+        caption = captioner.caption([image], caption_params, seeds=[step_seed(config.seed, n)])[0]
+        prompt = config.prompt.build(caption)
+        image = painter.paint([prompt], params=params, seeds=[step_seed(config.seed, n)], negative_prompts=negative)[0]
+    return (time.perf_counter() - start) / steps
+
+
+def through_loop(config: LoopConfig, captioner, painter, plan, steps: int, root: Path, quiet) -> float:
+    """The same steps through the CLI's code path: header, durable commits, a progress line per step."""
+    folder = root / f"run-{time.perf_counter_ns()}"
+    start = time.perf_counter()
+    writer, point = start_run(folder, config, None, painter, captioner, plan)
+    chain = Chain(config, captioner, painter, next_step=point.next_step)
+    done = run_chain(chain, writer, Resumable(1, None, None, None, []), config.steps, StopFlag(),
+                     on_step=lambda record: quiet(progress_line(record)))
+    seconds = (time.perf_counter() - start) / steps
+    assert done == steps, f"the loop committed {done} of {steps} steps"
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (fewer steps and rounds)")
+    parser.add_argument("--steps", type=int, help="steps per measurement (default 20, quick 6)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per arm (default 5, quick 3)")
+    args = parser.parse_args()
+    steps = args.steps or (6 if args.quick else 20)
+    rounds = args.rounds or (3 if args.quick else 5)
+
+    quiet_libraries()
+    plan = pick_device("cpu")
+    painter, captioner = load_painter("tiny", plan), load_captioner("tiny", plan)
+    lines: list[str] = []
+    ratio = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in (64, 256):
+            config = bench_config(size, steps)
+            bare(config, captioner, painter, 2)  # warm-up: first calls at a new size are slow
+            through_loop(config.model_copy(update={"steps": 2}), captioner, painter, plan, 2, Path(tmp), lines.append)
+            b, l = [], []
+            for _ in range(rounds):  # interleaved, so machine noise hits both arms alike
+                b.append(bare(config, captioner, painter, steps))
+                l.append(through_loop(config, captioner, painter, plan, steps, Path(tmp), lines.append))
+            ratio[size] = statistics.median(l) / statistics.median(b)
+            print(f"{size:>4} px: bare {statistics.median(b) * 1e3:8.2f} ms/step, loop {statistics.median(l) * 1e3:8.2f} "
+                  f"ms/step, overhead {100 * (ratio[size] - 1):+.1f}%", flush=True)
+    print(f"loop_overhead: {ratio[256]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
