@@ -79,12 +79,13 @@ def main() -> None:
             config = bench_config(size, steps)
             bare(config, captioner, painter, 2)  # warm-up: first calls at a new size are slow
             through_loop(config.model_copy(update={"steps": 2}), captioner, painter, plan, 2, Path(tmp), lines.append)
-            b, l = [], []
+            bare_s, loop_s = [], []
             for _ in range(rounds):  # interleaved, so machine noise hits both arms alike
-                b.append(bare(config, captioner, painter, steps))
-                l.append(through_loop(config, captioner, painter, plan, steps, Path(tmp), lines.append))
-            ratio[size] = statistics.median(l) / statistics.median(b)
-            print(f"{size:>4} px: bare {statistics.median(b) * 1e3:8.2f} ms/step, loop {statistics.median(l) * 1e3:8.2f} "
+                bare_s.append(bare(config, captioner, painter, steps))
+                loop_s.append(through_loop(config, captioner, painter, plan, steps, Path(tmp), lines.append))
+            b, lp = statistics.median(bare_s), statistics.median(loop_s)
+            ratio[size] = lp / b
+            print(f"{size:>4} px: bare {b * 1e3:8.2f} ms/step, loop {lp * 1e3:8.2f} "
                   f"ms/step, overhead {100 * (ratio[size] - 1):+.1f}%", flush=True)
     print(f"loop_overhead: {ratio[256]:.3f}")
 
