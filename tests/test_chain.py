@@ -49,7 +49,7 @@ def test_image_start_captions_the_start_image_first():
 
 def test_drift_mode_paints_image_to_image_with_strength():
     painter = FakePainter()
-    cfg = config(paint={"mode": "drift", "strength": 0.4, "width": 64, "height": 64})
+    cfg = config(paint={"mode": "drift", "strength": 0.4, "steps": 4, "width": 64, "height": 64})
     steps = list(Chain(cfg, FakeCaptioner(), painter).run(None, until=3))
     assert painter.calls[0]["init"] is None  # the start prompt has no image to drift from
     assert painter.calls[1]["init"] is not None and painter.calls[1]["params"].strength == 0.4

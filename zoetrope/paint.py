@@ -88,6 +88,9 @@ class Painter:
             raise ValueError(f"`height` and `width` have to be divisible by 8 but are {params.height} and {params.width}.")
         if params.scheduler not in SCHEDULERS:
             raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)} but is {params.scheduler!r}.")
+        if params.strength is not None and int(params.steps * params.strength) < 1:
+            raise ValueError(f"image-to-image runs int(steps x strength) steps, but {params.steps} x {params.strength} "
+                             "gives none: raise `steps` or `strength`.")
         if n_prompts != n_seeds:
             raise ValueError(f"got {n_prompts} prompts but {n_seeds} seeds or latents: one of each per image.")
 

@@ -1,0 +1,109 @@
+"""The inspect report: self-contained HTML checked in headless Chromium, and its similarity measures."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests import test_replay as shared
+from tests.test_replay import run_cli, snapshot
+from zoetrope.chainlog import read_chain, step_image_name
+from zoetrope.errors import ModelLoadError
+from zoetrope.inspect_report import write_report
+
+chain6, copy6 = shared.chain6, shared.copy6  # the session's 6-step tiny chain, and a fresh copy per test
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+def chromium(tmp_path: Path, *args: str) -> str:
+    """Run headless Chromium; a missing browser fails the test (CI installs it), it never skips."""
+    exe = CHROMIUM if CHROMIUM.is_file() else shutil.which("chromium")
+    if exe is None:
+        pytest.fail("headless Chromium is required for this test: apt-get install -y chromium")
+    run = subprocess.run([str(exe), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_report_opens_offline_in_chromium_with_six_thumbnails_and_the_drift_plot(copy6, tmp_path, capsys):
+    before = snapshot(copy6)
+    out = tmp_path / "report" / "c6.html"
+    code, printed, err = run_cli(capsys, "inspect", copy6, "--out", out)
+    assert code == 0, printed + err
+    assert snapshot(copy6) == before  # inspect reads the chain, never writes to it
+    html = out.read_text()
+    assert not re.findall(r'(?:src|href)="(?!data:)', html)  # every image is embedded; nothing is linked
+    assert "default-src 'none'" in html  # the page may load nothing from outside itself
+
+    dom = chromium(tmp_path, "--dump-dom", out.as_uri())
+    assert 'data-thumbs-loaded="6"' in dom  # six thumbnails decoded (set by the page's load handler)
+    assert len(re.findall(r'<img class="thumb"', dom)) == 6
+    assert '<svg id="drift-plot"' in dom
+    assert len(re.findall(r'<path class="series"', dom)) == 3
+    guards = [s["step"] for s in read_chain(copy6).steps if any(e["kind"] == "repetition_guard" for e in s["events"])]
+    assert guards and re.findall(r'class="guard-mark" data-step="(\d+)"', dom) == [str(s) for s in guards]
+    assert len(re.findall(r'<figure class="step guard"', dom)) == len(guards)
+    # the report says which measures it used; offline, the default sentence model falls back visibly
+    assert re.search(r'id="caption-method">caption similarity: (sentence embeddings|the painter.s text encoder)', dom)
+    assert 'id="image-method">image similarity: the painter\'s VAE latents (tiny' in dom
+    assert "caption similarity:" in printed and "image similarity:" in printed
+
+    shot = tmp_path / "shot.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri())
+    assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_report_without_models_uses_words_and_pixels_and_marks_a_missing_image(copy6, tmp_path):
+    (copy6 / step_image_name(4)).unlink()
+    out = tmp_path / "r.html"
+    lines = write_report(read_chain(copy6), out, text_model="words", image_similarity="pixels")
+    assert lines[:2] == ["caption similarity: word overlap (difflib ratio on words, the repetition guard's measure)",
+                         "image similarity: pixel statistics (correlation of 32x32 RGB thumbnails)"]
+    assert "note: missing images: step-000004.png" in lines
+    html = out.read_text()
+    assert html.count('<img class="thumb"') == 5 and "step-000004.png missing" in html
+    assert "unknown (not measured)" in html  # energy_j is null for every step of the tiny chain
+
+
+def test_a_local_sentence_model_folder_is_used_and_named(copy6, tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for s in read_chain(copy6).steps
+                                                                   for w in (s["caption"] or s["prompt"]).split()})]
+    folder = tmp_path / "minilm-like"
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(words))
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(folder)
+    out = tmp_path / "r.html"
+    lines = write_report(read_chain(copy6), out, text_model=str(folder), image_similarity="pixels")
+    assert lines[0] == f"caption similarity: sentence embeddings ({folder}, mean pooling, cosine)"
+    assert not any(line.startswith("note: sentence model") for line in lines)
+
+
+def test_a_named_text_model_that_cannot_load_is_an_error(copy6, tmp_path):
+    with pytest.raises(ModelLoadError, match="cannot load text embedder 'owner/not-cached'"):
+        write_report(read_chain(copy6), tmp_path / "r.html", text_model="owner/not-cached", image_similarity="pixels")
+
+
+def test_report_refuses_to_write_into_the_chain_folder(copy6, capsys):
+    code, _, err = run_cli(capsys, "inspect", copy6, "--out", copy6 / "report.html")
+    assert code == 2 and "write the report outside the chain folder" in err
+
+
+def test_totals_count_partial_energy():
+    from zoetrope.chainlog import ChainLog
+    from zoetrope.inspect_report import totals
+
+    steps = [{"step": 1, "seconds": {"total": 1.5}, "energy_j": 10.0, "events": []},
+             {"step": 2, "seconds": {"total": 2.0}, "energy_j": None, "events": [{"kind": "repetition_guard"}]}]
+    t = totals(ChainLog(Path("."), {}, steps))
+    assert t == {"steps": 2, "seconds": 3.5, "energy": "10.0 J over 1 of 2 steps (the rest not measured)", "guard": 1}

@@ -1,0 +1,216 @@
+"""The display server on a real socket: /status, /healthz, the SSE push, and no way out of the chain folder."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+
+import pytest
+
+from tests.gallery_helpers import append_step, config, make_chain
+from zoetrope.serve import ServerThread, create_app, safe_chain_file
+from zoetrope.watchdog import LoopState
+
+
+@pytest.fixture
+def chain(tmp_path):
+    return make_chain(tmp_path / "chain", ["a lighthouse at night", "a garden of glass"], energy_j=2.5)
+
+
+def start(folder, **kw):
+    return ServerThread(create_app(folder, **kw), "127.0.0.1", 0).start()
+
+
+def get(server, path: str, timeout: float = 5.0):
+    """A raw request: the path goes on the wire exactly as given (no client-side normalisation)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    try:
+        conn.putrequest("GET", path, skip_accept_encoding=True)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read(), response.headers
+    finally:
+        conn.close()
+
+
+def test_status_reports_the_chain_and_the_loop(chain):
+    state = LoopState(str(chain))
+    state.error("step 3: RuntimeError: boom")
+    state.pause("disk_full", "write failed")
+    server = start(chain, loop_state=state.as_dict)
+    try:
+        status, body, headers = get(server, "/status")
+        report = json.loads(body)
+    finally:
+        server.stop()
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert report["last_step"] == 2 and report["run_id"] == "test"
+    assert report["last_step_time"] == pytest.approx((chain / "chain.jsonl").stat().st_mtime)
+    assert report["steps_last_hour"] == 2 and report["steps_per_hour"] > 0
+    assert report["uptime_s"] >= 0 and report["disk_free_bytes"] > 0
+    assert report["errors_last_hour"] == 1 and report["paused"] == "disk_full" and report["loop_running"]
+    assert report["energy"] == {"total_j": 5.0, "total_kwh": round(5.0 / 3.6e6, 6), "steps_measured": 2, "steps": 2}
+
+
+def test_status_reads_the_heartbeat_file_of_a_separate_loop(chain):
+    state = LoopState(str(chain))
+    state.pause("budget", "10 images per hour")
+    (chain / "heartbeat.json").write_text(json.dumps(state.as_dict() | {"stopped": False}))
+    server = start(chain)
+    try:
+        report = json.loads(get(server, "/status")[1])
+    finally:
+        server.stop()
+    assert report["paused"] == "budget" and report["pause_detail"] == "10 images per hour"
+    assert report["errors_last_hour"] == 0
+
+
+def test_healthz_is_503_after_the_silence_and_200_when_steps_flow(chain):
+    old = time.time() - 120
+    os.utime(chain / "chain.jsonl", (old, old))
+    cfg = config(display={"healthz_silence_s": 60})
+    server = start(chain, config=cfg)
+    try:
+        status, body, _ = get(server, "/healthz")
+        assert status == 503 and json.loads(body)["seconds_since_last_step"] >= 119
+        append_step(chain, "a new step arrives")
+        deadline = time.monotonic() + 5
+        while (status := get(server, "/healthz")[0]) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("path", [
+    "/chain/../chain.jsonl", "/chain/%2e%2e/chain.jsonl", "/chain/..%2fchain.jsonl", "/chain/chain.jsonl",
+    "/chain//etc/passwd", "/chain/%2Fetc%2Fpasswd", "/../../etc/passwd", "/chain/../../../etc/passwd",
+    "/static/../chain.jsonl", "/static/%2e%2e/serve.py", "/static/..%2f..%2fpyproject.toml", "/etc/passwd",
+    "/chain/heartbeat.json", "/chain/.step-000001.png.tmp", "/chain/step-000009.png",
+])
+def test_nothing_outside_the_chain_images_is_served(chain, path):
+    (chain / "heartbeat.json").write_text("{}")
+    server = start(chain)
+    try:
+        status, body, _ = get(server, path)
+    finally:
+        server.stop()
+    assert status == 404, (path, body[:100])
+    assert b"root:" not in body and b"kind" not in body
+
+
+def test_chain_images_and_the_page_are_served(chain):
+    server = start(chain)
+    try:
+        status, body, headers = get(server, "/chain/step-000002.png")
+        assert status == 200 and body == (chain / "step-000002.png").read_bytes()
+        assert headers["content-type"] == "image/png"
+        status, page, _ = get(server, "/")
+        assert status == 200 and b'dir="auto"' in page and b'"caption_effect": "type"' in page
+        assert get(server, "/static/kiosk.js")[0] == 200
+    finally:
+        server.stop()
+
+
+def test_safe_chain_file(chain, tmp_path):
+    assert safe_chain_file(chain, "step-000001.png") == (chain / "step-000001.png").resolve()
+    (tmp_path / "outside.png").write_bytes(b"x")
+    os.symlink(tmp_path / "outside.png", chain / "step-000099.png")  # a link out of the folder
+    for name in ("../outside.png", str(tmp_path / "outside.png"), "step-000099.png", "chain.jsonl", ""):
+        assert safe_chain_file(chain, name) is None
+
+
+def read_event(stream, deadline: float) -> dict:
+    """The next `event: step` from an SSE stream (comments and retry lines skipped)."""
+    lines = []
+    while time.monotonic() < deadline:
+        line = stream.readline().decode().rstrip("\n")
+        if line == "" and lines:
+            if any(x.startswith("event: step") for x in lines):
+                return json.loads(next(x for x in lines if x.startswith("data: "))[6:])
+            lines = []
+        elif line:
+            lines.append(line)
+    raise AssertionError("no step event before the deadline")
+
+
+def test_new_steps_are_pushed_within_a_second(chain):
+    server = start(chain)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", "/events")
+        response = conn.getresponse()
+        assert response.status == 200 and response.headers["content-type"].startswith("text/event-stream")
+        first = read_event(response, time.monotonic() + 5)
+        assert first["step"] == 2 and first["caption"] == "a garden of glass"
+        committed = time.monotonic()
+        append_step(chain, "نص من اليمين إلى اليسار")
+        pushed = read_event(response, time.monotonic() + 5)
+        latency = time.monotonic() - committed
+        assert pushed["step"] == 3 and pushed["caption"] == "نص من اليمين إلى اليسار"
+        assert pushed["image"].startswith("/chain/step-000003.png?v=")
+        assert latency < 1.0
+    finally:
+        conn.close()
+        server.stop()
+
+
+def test_serve_latest_follows_the_newest_chain(tmp_path):
+    make_chain(tmp_path / "root" / "a", ["first chain"])
+    server = ServerThread(create_app(latest_root=tmp_path / "root"), "127.0.0.1", 0).start()
+    try:
+        assert json.loads(get(server, "/latest.json")[1])["caption"] == "first chain"
+        make_chain(tmp_path / "root" / "b", ["second chain"])
+        deadline = time.monotonic() + 6
+        while json.loads(get(server, "/latest.json")[1] or b"null") is None or \
+                json.loads(get(server, "/latest.json")[1])["caption"] != "second chain":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        server.stop()
+
+
+def test_a_host_other_than_loopback_warns(capsys):
+    from zoetrope.gallery_cli import warn_if_open
+
+    warn_if_open("127.0.0.1")
+    assert capsys.readouterr().err == ""
+    warn_if_open("0.0.0.0")
+    assert "warning: the display listens on 0.0.0.0" in capsys.readouterr().err
+
+
+def test_install_service_prints_the_units(capsys, tmp_path):
+    from zoetrope.cli import main
+
+    cfg = tmp_path / "gallery.yaml"
+    cfg.write_text("name: gallery\nservice: {watchdog_sec: 120}\n")
+    assert main(["install-service", str(cfg), "--chain", str(tmp_path / "chains" / "room"), "--port", "9000"]) == 0
+    out = capsys.readouterr().out
+    assert "Type=notify" in out and "Restart=always" in out and "WatchdogSec=120" in out
+    assert "StartLimitIntervalSec=" in out and "StartLimitBurst=" in out
+    assert f"--out {tmp_path / 'chains' / 'room'} --service" in out
+    assert f"serve --latest {tmp_path / 'chains'} --port 9000" in out
+    assert "chromium --kiosk" in out and "http://127.0.0.1:9000/" in out and "[Desktop Entry]" in out
+    assert main(["install-service", str(cfg), "--write", "--dir", str(tmp_path / "units"),
+                 "--autostart-dir", str(tmp_path / "autostart")]) == 0
+    assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
+        "zoetrope-display.service", "zoetrope-kiosk.service", "zoetrope-loop.service"]
+    assert (tmp_path / "autostart" / "zoetrope-kiosk.desktop").is_file()
+
+
+def test_service_restart_resumes_or_starts_anew(tmp_path):
+    import argparse
+
+    from zoetrope.gallery_cli import service_args
+
+    out = make_chain(tmp_path / "room", ["x"])
+    args = argparse.Namespace(out=out, resume=None, config=tmp_path / "c.yaml", seed=None, start_image=None,
+                              start_prompt=None, models="tiny", steps=None)
+    resumed = service_args(args, config())
+    assert resumed.resume == out and resumed.out is None and resumed.config is None and resumed.models is None
+    fresh = service_args(args, config(service={"on_restart": "new"}))
+    assert fresh.resume is None and fresh.out.name.startswith("room-") and fresh.out.parent == tmp_path
+    first_boot = service_args(argparse.Namespace(**(vars(args) | {"out": tmp_path / "empty"})), config())
+    assert first_boot.resume is None and first_boot.out == tmp_path / "empty"

@@ -1,0 +1,230 @@
+"""`render`: a scene script (or a logged chain) -> frames in the cache -> one mp4 with its .srt.
+
+    python run_loop.py render scenes/trip-to-the-moon.yaml --models tiny --out renders/films/smoke.mp4
+    python run_loop.py render --from-chain renders/chains/<run> --fps 8
+
+Everything the user gave is checked before a model loads or a file is written; the film is written under a
+temp name and renamed, so a failed render leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoetrope.errors import UserError
+
+PREVIEW_STRIDE = 4  # --preview keeps every 4th frame (a quarter) and plays them at fps / 4: same duration
+FILM_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def register(sub) -> None:
+    from zoetrope.cli import add_model_options
+
+    p = sub.add_parser("render", help="render a scene script (or a logged chain) to a film")
+    p.add_argument("script", nargs="?", type=Path, help="scene script or film file (scenes/*.yaml)")
+    p.add_argument("--from-chain", type=Path, metavar="DIR", help="film of a logged chain: captions become keyframes")
+    add_model_options(p)
+    p.add_argument("--out", type=Path, help="film path (default renders/films/<name>.mp4)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="frames per painter call, 1..8 (default 8)")
+    p.add_argument("--preview", action="store_true", help="a quarter of the frames at half the size, for a quick look")
+    p.add_argument("--cache-root", type=Path, default=Path("renders/films"),
+                   help="frames are cached in CACHE_ROOT/<scene>/frames (default renders/films)")
+    chain = p.add_argument_group("with --from-chain")
+    chain.add_argument("--fps", type=int, help="frames per second (default 24)")
+    chain.add_argument("--hold", type=float, help="seconds on each step's image (default 1.0)")
+    chain.add_argument("--transition", type=float, help="seconds between steps (default 2.0)")
+    p.set_defaults(func=cmd_render)
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def film_from_chain(folder: Path, fps: int | None, hold: float | None, transition: float | None):
+    """A chain log as a one-scene Film: each step a keyframe (its prompt and logged seed), its caption the subtitle."""
+    from pydantic import ValidationError
+
+    from zoetrope.chainlog import read_chain
+    from zoetrope.scene import ANCESTRAL, Film, SceneScript
+
+    chain = read_chain(folder)
+    steps = [s for s in chain.steps if s.get("prompt")]
+    if not steps:
+        raise UserError(f"{folder}: the chain has no steps yet; nothing to film")
+    paint = chain.header.get("config", {}).get("paint", {})
+    scheduler = paint.get("scheduler", "euler")
+    if scheduler in ANCESTRAL:
+        print(f"note: the chain used the ancestral {scheduler}; the film walks with euler (ancestral samplers flicker)")
+        scheduler = "euler"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", folder.resolve().name).lstrip("-._") or "chain"
+    data = {
+        "name": name[:64], "title": f"chain {folder.name}", "fps": fps or 24,
+        "width": paint.get("width", 512), "height": paint.get("height", 512), "steps": paint.get("steps", 1),
+        "guidance": paint.get("guidance", 0.0), "scheduler": scheduler,
+        "model": chain.header.get("models", {}).get("painter", {}).get("id", "sd-turbo"),
+        "negative_prompt": steps[0].get("negative_prompt") or "",
+        "transition": transition if transition is not None else 2.0,
+        "keyframes": [
+            {"prompt": s["prompt"], "seed": s["seed"], "hold": hold if hold is not None else 1.0,
+             **({"subtitle": s["caption"]} if s.get("caption") else {})}
+            for s in steps
+        ],
+    }
+    try:
+        script = SceneScript.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(map(str, err["loc"]))
+        raise UserError(f"{folder}: cannot film this chain: {loc}: {err['msg']}") from None
+    return Film(script.title, [(script.name, script)], None)
+
+
+def check_args(args) -> None:
+    if (args.script is None) == (args.from_chain is None):
+        raise UserError("render: give a scene script or --from-chain DIR (exactly one)")
+    if args.from_chain is None and any(v is not None for v in (args.fps, args.hold, args.transition)):
+        raise UserError("render: --fps, --hold and --transition apply to --from-chain; a script sets its own")
+    from zoetrope.walk import ROWS
+
+    if not 1 <= args.batch_size <= ROWS:
+        raise UserError(f"--batch-size: must be 1..{ROWS} (got {args.batch_size})")
+    if args.fps is not None and not 1 <= args.fps <= 120:
+        raise UserError(f"--fps: must be 1..120 (got {args.fps})")
+    for flag in ("hold", "transition"):
+        value = getattr(args, flag)
+        if value is not None and not value > 0:
+            raise UserError(f"--{flag}: must be greater than 0 (got {value})")
+    if args.out is not None and args.out.suffix.lower() not in FILM_SUFFIXES:
+        raise UserError(f"--out: a film needs one of {', '.join(FILM_SUFFIXES)} (got {args.out})")
+
+
+def painter_spec(film, models_option: str | None) -> str:
+    from zoetrope.cli import parse_models
+
+    override = parse_models(models_option).get("painter")
+    if override:
+        return override
+    models = {s.model for _, s in film.scenes}
+    if len(models) > 1:
+        raise UserError(f"the scenes use different models ({', '.join(sorted(models))}); choose one with --models")
+    return models.pop()
+
+
+# ---------------------------------------------------------------------------------------- timeline
+
+
+@dataclass
+class Shot:
+    """One film frame: which cached frame, and what is drawn over it at encode time."""
+
+    path: Path
+    card: str | None = None
+    subtitle: str | None = None
+
+
+def scene_shots(plan, cache: Path, burn: bool) -> list[Shot]:
+    """Every film frame of a scene; an intertitle card fills the first half of its keyframe's hold."""
+    script = plan.script
+    paths = plan.frame_paths(cache)
+    shots = [Shot(p) for p in paths]
+    starts = plan.keyframe_start + [len(paths)]
+    for i, keyframe in enumerate(script.keyframes):
+        lo, hi = starts[i], starts[i + 1]
+        if keyframe.intertitle:
+            hold_frames = sum(1 for j in plan.sequence[lo:hi] if j == plan.keyframe_jobs[i])
+            for shot in shots[lo:lo + (hold_frames + 1) // 2]:
+                shot.card = keyframe.intertitle
+        if burn and keyframe.subtitle:
+            for shot in shots[lo:hi]:
+                shot.subtitle = keyframe.subtitle
+    return shots
+
+
+def scene_cues(script, offset_s: float) -> list[tuple[float, float, str]]:
+    """One .srt cue per keyframe: its subtitle (or prompt) from its hold's start to the next keyframe's."""
+    from zoetrope.interpolate import frame_count
+
+    cues, frame = [], 0
+    for i, keyframe in enumerate(script.keyframes):
+        length = frame_count(keyframe.hold, script.fps) + frame_count(script.transition_of(i), script.fps)
+        if length:
+            text = keyframe.subtitle or keyframe.intertitle or keyframe.prompt
+            cues.append((offset_s + frame / script.fps, offset_s + (frame + length) / script.fps, text))
+        frame += length
+    return cues
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def cmd_render(args) -> int:
+    check_args(args)
+    from zoetrope.scene import load_film
+
+    # 1. Read and check every input before loading a model or writing a file
+    film = load_film(args.script) if args.script is not None else film_from_chain(
+        args.from_chain, args.fps, args.hold, args.transition)
+    name = film.scenes[0][0] if len(film.scenes) == 1 else (args.script.stem if args.script else "film")
+    out = args.out or Path("renders/films") / f"{name}{'-preview' if args.preview else ''}.mp4"
+    spec = painter_spec(film, args.models)
+    width, height = film.size
+    fps: float = film.fps
+    if args.preview:
+        width, height = max(32, width // 2 // 8 * 8), max(32, height // 2 // 8 * 8)
+
+    # 2. Load the painter and lay out every scene
+    from PIL import Image
+    from tqdm import tqdm
+
+    from zoetrope.cli import speed_overrides
+    from zoetrope.film import FrameWriter, burn_subtitle, intertitle_card, write_srt
+    from zoetrope.models import SpeedOptions, load_painter, pick_device, quiet_libraries
+    from zoetrope.walk import needed_jobs, painter_identity, plan_scene, render_missing
+
+    quiet_libraries()
+    speed = SpeedOptions(**speed_overrides(args))
+    painter = load_painter(spec, pick_device(args.device), speed=speed)
+    identity = painter_identity(painter, speed)
+    plans, shots, cues, offset = [], [], [], 0.0
+    for scene_name, script in film.scenes:
+        plan = plan_scene(scene_name, script, identity, width=width, height=height)
+        cache = args.cache_root / scene_name / "frames"
+        scene = scene_shots(plan, cache, script.burn_subtitles)
+        if args.preview:  # every 4th frame; only those are rendered
+            plan.sequence = plan.sequence[::PREVIEW_STRIDE]
+            scene = scene[::PREVIEW_STRIDE]
+        plans.append((plan, cache))
+        shots += scene
+        cues += scene_cues(script, offset)
+        offset += script.frame_count() / script.fps
+    if args.preview:
+        fps = film.fps / PREVIEW_STRIDE
+
+    # 3. Render what the cache lacks
+    total = sum(len(needed_jobs(p)) for p, _ in plans)
+    cached = rendered = 0
+    with tqdm(total=total, unit="frame", desc="walk", dynamic_ncols=True) as bar:
+        for plan, cache in plans:
+            stats = render_missing(painter, plan, cache, args.batch_size, progress=bar)
+            cached, rendered = cached + stats.cached, rendered + stats.rendered
+            bar.write(f"scene {plan.name}: {stats.summary()}")
+    print(f"frames: {cached} cached, {rendered} rendered", flush=True)
+
+    # 4. Encode: frames stream from the cache into one ffmpeg process
+    previous, image = None, None
+    with FrameWriter(out, fps, (width, height), audio=film.audio) as writer:
+        for shot in tqdm(shots, unit="frame", desc="encode", dynamic_ncols=True, leave=False):
+            if shot.path != previous:  # a hold repeats one cached frame: read it once
+                with Image.open(shot.path) as im:
+                    image = im.convert("RGB")
+                previous = shot.path
+            frame = intertitle_card((width, height), shot.card) if shot.card else image
+            if shot.subtitle:
+                frame = burn_subtitle(frame, shot.subtitle)
+            writer.write(frame)
+    write_srt(cues, out.with_suffix(".srt"))
+    seconds = len(shots) / fps
+    print(f"wrote {out} ({len(shots)} frames, {fps:g} fps, {width}x{height}, {seconds:.2f} s) and "
+          f"{out.with_suffix('.srt').name}", flush=True)
+    return 0
