@@ -191,7 +191,13 @@ class Walker:
 
 
 def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int = ROWS, progress=None) -> WalkStats:
-    """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows) frames per painter call."""
+    """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows) frames per painter call.
+
+    A writer thread saves batch n's frames while batch n+1 is painted (at most one batch in flight), so the
+    model never waits for PNG encoding.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     if not 1 <= batch_size <= plan.rows:
         raise ValueError(f"`batch_size` must be in 1..{plan.rows} but is {batch_size}.")
     cache.mkdir(parents=True, exist_ok=True)
@@ -201,14 +207,25 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int = ROWS
     if progress is not None:
         progress.update(stats.cached)
     walker = Walker(painter, plan)
-    start = time.perf_counter()
-    for lo in range(0, len(missing), batch_size):
-        batch = missing[lo:lo + batch_size]
-        for job, image in zip(batch, walker.paint(batch), strict=True):
+
+    def save(batch: list[Job], images: list[Image.Image]) -> None:
+        for job, image in zip(batch, images, strict=True):
             write_frame(cache / f"{job.key}.png", image)
-        stats.rendered += len(batch)
-        stats.calls += 1
         if progress is not None:
             progress.update(len(batch))
+
+    start = time.perf_counter()
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") as writer:
+        for lo in range(0, len(missing), batch_size):
+            batch = missing[lo:lo + batch_size]
+            images = walker.paint(batch)
+            if pending is not None:
+                pending.result()  # re-raises a failed write before more work is queued
+            pending = writer.submit(save, batch, images)
+            stats.rendered += len(batch)
+            stats.calls += 1
+        if pending is not None:
+            pending.result()
     stats.seconds = time.perf_counter() - start
     return stats
