@@ -134,36 +134,72 @@ class Runner:
 
     def run(self, image: Image.Image | None, input_name: str | None, input_sha: str | None,
             until: int | None) -> int:
-        """Advance and commit steps until `until` or a stop request; returns how many were committed."""
+        """Advance and commit steps until `until` or a stop request; returns how many were committed.
+
+        Step n is made durable (PNG encoding, hashing, fsyncs) and announced on a writer thread while step
+        n+1 is being painted: the models never wait for the disk. At most one commit is in flight, and
+        step n+1's record is built only once step n is durable (it names step n's image and hash), so a
+        crash loses at most the step being written and the one being painted, never a committed one.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        from zoetrope.loop import step_record
+
         done = 0
+        pending: Future | None = None
+
+        def settle() -> dict | None:
+            """Wait for the commit in flight; its record, or None when it was abandoned (stop in a pause)."""
+            nonlocal pending, done
+            if pending is None:
+                return None
+            future, pending = pending, None
+            record = future.result()
+            if record is not None:
+                done += 1
+            return record
+
         if self.extras.watchdog:
             self.extras.watchdog.ready()
+        committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-writer")
         try:
             while (until is None or self.chain.step_number <= until) and not self.stop.requested:
+                if self.extras.budget is not None and self.extras.budget.active and pending is not None:
+                    if settle() is None:  # the budget must see every committed step before it paces
+                        break
                 if not self._wait_for_budget():
                     break
                 produced = self._produce(image)
+                if pending is not None:
+                    previous = settle()
+                    if previous is None:
+                        break
+                    input_name, input_sha = previous["image"], previous["image_sha256"]
                 if produced is None:
                     break
                 step, energy_j, from_start = produced
                 if from_start:
                     input_name, input_sha = self._start_input()
-                from zoetrope.loop import step_record
-
                 record = step_record(step, input_name, input_sha) | {"energy_j": energy_j}
-                record = self._commit(record, step.image)
-                if record is None:
-                    break
-                image, input_name, input_sha = step.image, record["image"], record["image_sha256"]
-                done += 1
-                self._after_commit(record)
+                pending = committer.submit(self._commit_and_announce, record, step.image)
+                image = step.image
         except KeyboardInterrupt:
             log.info("abandoned the step in progress; the log holds every completed step")
         finally:
-            self.writer.close()
-            if self.extras.watchdog:
-                self.extras.watchdog.stopping()
+            try:
+                settle()  # a step already painted is still made durable on the way out
+            finally:
+                committer.shutdown(wait=True)
+                self.writer.close()
+                if self.extras.watchdog:
+                    self.extras.watchdog.stopping()
         return done
+
+    def _commit_and_announce(self, record: dict, image: Image.Image) -> dict | None:
+        committed = self._commit(record, image)
+        if committed is not None:
+            self._after_commit(committed)
+        return committed
 
     def _after_commit(self, record: dict) -> None:
         now = self.clock()
