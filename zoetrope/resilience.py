@@ -310,7 +310,8 @@ class Runner:
             if step is not None:
                 problem = self._problem(step)
                 if problem is None:
-                    self.state.pause(None)
+                    if self.state.paused == "retry_backoff":  # other pauses (disk full) belong to the writer
+                        self.state.pause(None)
                     step.events = step.events + events
                     return step, joules_since(self.extras.energy, start_mj), from_start
                 self._forget(step, n)
