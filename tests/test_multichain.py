@@ -88,3 +88,22 @@ def test_gate_errors_reach_every_member_of_the_batch():
 def test_chains_option_is_checked(tmp_path, capsys):
     assert main(["loop", "--models", "tiny", "--chains", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--chains: expected 1 to 64" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_batched_chains_keep_the_content_policy(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(SMALL + "policy:\n  blocklist: [lighthouse]\n")  # the start prompt holds a blocked word
+    out = tmp_path / "wall"
+    assert main(["loop", str(config), "--models", "tiny", "--steps", "2", "--chains", "2", "--out", str(out)]) == 2
+    assert "lighthouse" in capsys.readouterr().err and not (out / "chain-1" / "chain.jsonl").exists()
+
+
+def test_chains_refuse_what_they_cannot_honour(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(SMALL)
+    assert main(["loop", str(config), "--models", "tiny", "--chains", "2", "--display", "--out", str(tmp_path / "a")]) == 2
+    assert "--display and --service run one chain" in capsys.readouterr().err
+    config.write_text(SMALL + "budget:\n  kwh_per_day: 2\n")
+    assert main(["loop", str(config), "--models", "tiny", "--chains", "2", "--out", str(tmp_path / "b")]) == 2
+    assert "budget.kwh_per_day" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "chain-1" / "chain.jsonl").exists()

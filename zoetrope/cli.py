@@ -150,6 +150,9 @@ def cmd_loop(args) -> int:
         m = config.models
         if not 1 <= args.chains <= 64:
             raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")
+        if args.chains > 1 and (args.display or args.service):
+            raise UserError("--chains runs several chains in the foreground; --display and --service run one chain "
+                            "(run one service per chain for a wall)")
         painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
                                                args.device, config.speed)
         if args.chains > 1:

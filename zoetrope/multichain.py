@@ -123,13 +123,23 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
 
     from zoetrope.chain import Chain
     from zoetrope.errors import UserError
-    from zoetrope.loop import StopFlag, progress_line, run_chain, start_run
+    from zoetrope.loop import StopFlag, gallery_extras, progress_line, run_chain, start_run
 
+    if config.budget.kwh_per_day is not None:
+        raise UserError("budget.kwh_per_day: with --chains the GPU's energy cannot be attributed to one chain; "
+                        "use budget.images_per_hour, or run the chains separately")
     root = Path(root)
     folders = [root / f"chain-{k}" for k in range(1, chains + 1)]
     for folder in folders:
         if (folder / "chain.jsonl").exists():
             raise UserError(f"{folder}: already holds a chain; continue it with --resume {folder}")
+    # Each chain keeps the config's content policy, budget and watchdog. Energy is not logged: the GPU's
+    # energy during a batched forward belongs to all K chains, and splitting it would be a guess.
+    extras_of = []
+    for k, folder in enumerate(folders):
+        extras = gallery_extras(config.model_copy(update={"seed": config.seed + k}), folder, plan.device, plan.dtype)
+        extras.energy = None
+        extras_of.append(extras)
     gate = BatchGate(chains)
     shared_captioner, shared_painter = GatedCaptioner(captioner, gate), GatedPainter(painter, gate)
     stop = StopFlag()
@@ -139,10 +149,11 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
     def advance(k: int, folder) -> None:
         try:
             cfg = config.model_copy(update={"seed": config.seed + k})
+            extras = extras_of[k]
             writer, point = start_run(folder, cfg, start_image, painter, captioner, plan)
             chain = Chain(cfg, shared_captioner, shared_painter, next_step=point.next_step)
             done[k] = run_chain(chain, writer, point, cfg.steps, stop,
-                                on_step=lambda record: echo(f"[{k + 1}] {progress_line(record)}"))
+                                on_step=lambda record: echo(f"[{k + 1}] {progress_line(record)}"), extras=extras)
         except BaseException as exc:  # reported after every chain has stopped
             errors.append(exc)
             stop.requested = True
