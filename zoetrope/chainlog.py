@@ -1,7 +1,7 @@
 """The chain log: `chain.jsonl` (a header line, then one line per completed step) beside the step PNGs.
 
 Durability rule: a step's image is written to a temp name, fsynced and renamed *before* its log line is
-appended, flushed and fsynced. A crash therefore loses at most the step in progress, and a reader trusts
+appended, flushed and fsynced. A crash therefore never loses a committed step, and a reader trusts
 only newline-terminated lines. The format is documented in docs/chain-log.md.
 """
 
