@@ -219,8 +219,8 @@ def test_show_says_when_the_parent_is_not_found(copy6, tmp_path, capsys):
 def test_fork_rejects_bad_options_before_writing(copy6, capsys):
     cases = [
         (("--from-step", 9), "error: --from-step must be between 1 and 6 but is 9"),
-        (("--from-step", 2, "--strength", 3), "error: fork: paint.strength: Input should be less than or equal to 1"),
-        (("--from-step", 2, "--template", "no caption"), "error: fork: prompt.template: must contain {caption}"),
+        (("--from-step", 2, "--strength", 3), "error: fork: paint.strength: Input should be less than or equal to 1 (got 3.0)"),
+        (("--from-step", 2, "--template", "no caption"), "error: fork: prompt.template: must contain {caption} (got 'no caption')"),
         (("--from-step", 2, "--mode", "drift", "--strength", 0.5),
          "error: fork: paint: drift mode denoises int(steps x strength) steps, and 1 x 0.5 gives none: "
          "raise steps to at least 2 or strength"),

@@ -81,7 +81,9 @@ def register_loop(sub) -> None:
 
 
 def loop_config_from_args(args):
-    from zoetrope.config import LoopConfig, load_loop_config
+    from pydantic import ValidationError
+
+    from zoetrope.config import LoopConfig, first_error, load_loop_config
 
     if args.config is None and Path("loops/counterfeits.yaml").is_file():
         args.config = Path("loops/counterfeits.yaml")
@@ -102,9 +104,8 @@ def loop_config_from_args(args):
     data["speed"] |= speed_overrides(args)
     try:
         return LoopConfig.model_validate(data)
-    except Exception as exc:  # an override out of range: name it
-        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        raise UserError(f"command line: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
+    except ValidationError as exc:  # an override out of range: name it
+        raise UserError(f"command line: {first_error(exc)}") from None
 
 
 def cmd_loop(args) -> int:

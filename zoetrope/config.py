@@ -276,6 +276,17 @@ def _describe(loc: tuple) -> str:
     return "".join(parts) or "(top level)"
 
 
+def first_error(exc: ValidationError) -> str:
+    """`field.path[i]: message (got value)` for the first error: one line, the same wherever settings come from."""
+    err = exc.errors()[0]
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], (dict, list)):
+        message += f" (got {err['input']!r})"
+    return f"{_describe(tuple(err['loc']))}: {message}"
+
+
 def load_yaml_model(path: Path, model: type[M], context: dict | None = None) -> M:
     """Parse and validate a YAML file, or raise a UserError `file:line: field: message` for the first mistake."""
     path = Path(path)
@@ -299,15 +310,8 @@ def load_yaml_model(path: Path, model: type[M], context: dict | None = None) -> 
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        line = _node_line(root, loc)
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
-            message += f" (got {err['input']!r})"
-        raise UserError(f"{path}:{line or '?'}: {_describe(loc)}: {message}") from None
+        loc = tuple(exc.errors()[0]["loc"])
+        raise UserError(f"{path}:{_node_line(root, loc) or '?'}: {first_error(exc)}") from None
 
 
 def load_loop_config(path: Path | None) -> LoopConfig:

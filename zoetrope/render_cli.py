@@ -46,6 +46,7 @@ def film_from_chain(folder: Path, fps: int | None, hold: float | None, transitio
     from pydantic import ValidationError
 
     from zoetrope.chainlog import read_chain
+    from zoetrope.config import first_error
     from zoetrope.scene import ANCESTRAL, Film, SceneScript
 
     chain = read_chain(folder)
@@ -74,9 +75,7 @@ def film_from_chain(folder: Path, fps: int | None, hold: float | None, transitio
     try:
         script = SceneScript.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(map(str, err["loc"]))
-        raise UserError(f"{folder}: cannot film this chain: {loc}: {err['msg']}") from None
+        raise UserError(f"{folder}: cannot film this chain: {first_error(exc)}") from None
     return Film(script.title, [(script.name, script)], None)
 
 

@@ -284,7 +284,7 @@ def fork_config(chain: ChainLog, from_step: int, overrides: dict):
     """The parent's config with the start image set to step N's image and the overrides applied (validated)."""
     from pydantic import ValidationError
 
-    from zoetrope.config import LoopConfig
+    from zoetrope.config import LoopConfig, first_error
 
     data = dict(chain.header["config"])
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
@@ -299,8 +299,7 @@ def fork_config(chain: ChainLog, from_step: int, overrides: dict):
     try:
         config = LoopConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"fork: {'.'.join(map(str, first['loc']))}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise UserError(f"fork: {first_error(exc)}") from None
     return config
 
 
