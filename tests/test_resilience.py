@@ -284,6 +284,9 @@ def test_budget_paces_images_per_hour(tmp_path):
     painter.paint = lambda prompts, **kw: (starts.append(time.now), real_paint(prompts, **kw))[1]
     assert runner.run(None, None, None, until=4) == 4
     assert np.diff(starts).tolist() == [5.0, 5.0, 5.0]
+    steps = assert_intact(tmp_path / "c", 4).steps  # pacing never breaks the chain of inputs
+    for previous, step in zip(steps, steps[1:], strict=False):
+        assert (step["input_image"], step["input_sha256"]) == (previous["image"], previous["image_sha256"])
 
 
 def test_budget_kwh_per_day_waits_for_spending_to_age_out():

@@ -148,34 +148,32 @@ class Runner:
         done = 0
         pending: Future | None = None
 
-        def settle() -> dict | None:
-            """Wait for the commit in flight; its record, or None when it was abandoned (stop in a pause)."""
-            nonlocal pending, done
+        def settle() -> bool:
+            """Wait for the commit in flight, if any, and make it the next step's input; False when it was
+            abandoned (a stop came during a disk-full pause)."""
+            nonlocal pending, done, input_name, input_sha
             if pending is None:
-                return None
+                return True
             future, pending = pending, None
             record = future.result()
-            if record is not None:
-                done += 1
-            return record
+            if record is None:
+                return False
+            done += 1
+            input_name, input_sha = record["image"], record["image_sha256"]
+            return True
 
         if self.extras.watchdog:
             self.extras.watchdog.ready()
         committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-writer")
         try:
             while (until is None or self.chain.step_number <= until) and not self.stop.requested:
-                if self.extras.budget is not None and self.extras.budget.active and pending is not None:
-                    if settle() is None:  # the budget must see every committed step before it paces
-                        break
+                budget = self.extras.budget
+                if budget is not None and budget.active and not settle():  # pace after every committed step
+                    break
                 if not self._wait_for_budget():
                     break
                 produced = self._produce(image)
-                if pending is not None:
-                    previous = settle()
-                    if previous is None:
-                        break
-                    input_name, input_sha = previous["image"], previous["image_sha256"]
-                if produced is None:
+                if not settle() or produced is None:
                     break
                 step, energy_j, from_start = produced
                 if from_start:
