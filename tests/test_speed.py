@@ -55,3 +55,12 @@ def test_missing_taesd_is_an_error_not_the_full_vae(cpu, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="cannot load"):
         load_painter("tiny", cpu, speed=SpeedOptions(vae=str(tmp_path / "empty")))
+
+
+def test_taesd_is_a_decoder_not_a_painter():
+    from zoetrope.errors import UserError
+    from zoetrope.models import PRESETS, resolve
+
+    assert PRESETS["taesd"].role == PRESETS["taesdxl"].role == "decoder"
+    with pytest.raises(UserError, match="'taesd' is a decoder preset, but a painter was asked for"):
+        resolve("painter", "taesd")

@@ -20,7 +20,7 @@ import torch
 
 from zoetrope.errors import ModelLoadError, UserError
 
-Role = Literal["painter", "captioner"]
+Role = Literal["painter", "captioner", "decoder"]
 TINY = "tiny"
 TINY_BUILD_VERSION = "1"  # bump when the tiny builder changes: it names the cache folder
 
@@ -41,7 +41,8 @@ PRESETS: dict[str, Preset] = {
         Preset("sd15", "painter", "stable-diffusion-v1-5/stable-diffusion-v1-5", "SD 1.5: 25+ steps, guidance 7"),
         Preset("blip-base", "captioner", "Salesforce/blip-image-captioning-base", "BLIP base captioner"),
         Preset("blip-large", "captioner", "Salesforce/blip-image-captioning-large", "BLIP large captioner"),
-        Preset("taesd", "painter", "madebyollin/taesd", "tiny SD 1/2 decoder for previews and fast films (--vae taesd)"),
+        Preset("taesd", "decoder", "madebyollin/taesd", "tiny SD 1/2 decoder for previews and fast films (--vae taesd)"),
+        Preset("taesdxl", "decoder", "madebyollin/taesdxl", "tiny SDXL decoder (--vae taesd with an SDXL painter)"),
     )
 }
 
@@ -179,7 +180,6 @@ def apply_speed(text2img, img2img, speed: SpeedOptions, plan: DevicePlan, ref: M
 
     if speed.vae is not None:
         taesd = load_taesd(speed.vae, ref, plan)
-        text2img.vae = img2img.vae = taesd
         text2img.register_modules(vae=taesd)
         img2img.register_modules(vae=taesd)
     text2img.unet.set_attn_processor(AttnProcessor2_0() if speed.attention == "sdpa" else AttnProcessor())
@@ -193,9 +193,6 @@ def apply_speed(text2img, img2img, speed: SpeedOptions, plan: DevicePlan, ref: M
         text2img.unet = img2img.unet = compiled
 
 
-TAESD_REPOS = {"sd": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
-
-
 def load_taesd(spec: str, painter: ModelRef, plan: DevicePlan):
     """The tiny autoencoder (TAESD) matching the painter's latent space: fast previews and films."""
     from diffusers import AutoencoderTiny
@@ -206,11 +203,10 @@ def load_taesd(spec: str, painter: ModelRef, plan: DevicePlan):
 
             source = str(ensure_tiny_taesd())
         else:
-            family = "sdxl" if "xl" in painter.id.lower() else "sd"
-            source = TAESD_REPOS[family]
+            source = PRESETS["taesdxl" if "xl" in painter.id.lower() else "taesd"].repo_id
     else:
         source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
-    ref = ModelRef("painter", source, source)
+    ref = ModelRef("decoder", source, source)
     try:
         return AutoencoderTiny.from_pretrained(source, dtype=plan.dtype).to(plan.device)
     except Exception as exc:  # reported as one actionable line; the full VAE is not silently kept
