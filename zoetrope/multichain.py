@@ -135,11 +135,10 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
             raise UserError(f"{folder}: already holds a chain; continue it with --resume {folder}")
     # Each chain keeps the config's content policy, budget and watchdog. Energy is not logged: the GPU's
     # energy during a batched forward belongs to all K chains, and splitting it would be a guess.
-    extras_of = []
-    for k, folder in enumerate(folders):
-        extras = gallery_extras(config.model_copy(update={"seed": config.seed + k}), folder, plan.device, plan.dtype)
+    configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(chains)]
+    extras_of = [gallery_extras(cfg, folder, plan.device, plan.dtype) for cfg, folder in zip(configs, folders, strict=True)]
+    for extras in extras_of:
         extras.energy = None
-        extras_of.append(extras)
     gate = BatchGate(chains)
     shared_captioner, shared_painter = GatedCaptioner(captioner, gate), GatedPainter(painter, gate)
     stop = StopFlag()
@@ -148,12 +147,11 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
 
     def advance(k: int, folder) -> None:
         try:
-            cfg = config.model_copy(update={"seed": config.seed + k})
-            extras = extras_of[k]
+            cfg = configs[k]
             writer, point = start_run(folder, cfg, start_image, painter, captioner, plan)
             chain = Chain(cfg, shared_captioner, shared_painter, next_step=point.next_step)
             done[k] = run_chain(chain, writer, point, cfg.steps, stop,
-                                on_step=lambda record: echo(f"[{k + 1}] {progress_line(record)}"), extras=extras)
+                                on_step=lambda record: echo(f"[{k + 1}] {progress_line(record)}"), extras=extras_of[k])
         except BaseException as exc:  # reported after every chain has stopped
             errors.append(exc)
             stop.requested = True
