@@ -112,9 +112,6 @@ class ChainLog:
     def last_step(self) -> int:
         return self.steps[-1]["step"] if self.steps else 0
 
-    def image_path(self, name: str | None) -> Path | None:
-        return None if name is None else self.folder / name
-
 
 def migrate_header(header: dict, where: str) -> dict:
     """Bring a header of any schema version ever written up to SCHEMA_VERSION (one migration per version)."""
