@@ -170,6 +170,12 @@ def read_chain(folder: Path | str) -> ChainLog:
 # ------------------------------------------------------------------------------------------- writing
 
 
+def require_new_chain(folder: Path, hint: str | None = None) -> None:
+    """Refuse a folder that already holds a chain: a new run never writes over a logged one."""
+    if (Path(folder) / LOG_NAME).exists():
+        raise ChainLogError(f"{folder}: already holds a chain; {hint or f'continue it with --resume {folder}'}")
+
+
 class ChainWriter:
     """Appends durable steps to one chain folder."""
 
@@ -181,8 +187,7 @@ class ChainWriter:
     @classmethod
     def create(cls, folder: Path, header: dict, start_image: Image.Image | None, model_id: str) -> ChainWriter:
         folder = Path(folder)
-        if (folder / LOG_NAME).exists():
-            raise ChainLogError(f"{folder}: already holds a chain; continue it with --resume {folder}")
+        require_new_chain(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if start_image is not None:
             write_durable(folder / START_IMAGE, encode_plain_png(start_image))

@@ -109,7 +109,7 @@ def loop_config_from_args(args):
 
 
 def cmd_loop(args) -> int:
-    from zoetrope.chainlog import read_chain
+    from zoetrope.chainlog import read_chain, require_new_chain
     from zoetrope.config import LoopConfig
     from zoetrope.images import load_image
     from zoetrope.loop import default_run_folder, drive, gallery_extras, open_models, reopen_run, start_run
@@ -146,8 +146,7 @@ def cmd_loop(args) -> int:
         # Everything the user gave is checked before anything is loaded or written.
         start_image = load_image(config.start.image) if config.start.image else None
         folder = args.out or default_run_folder(config)
-        if (folder / "chain.jsonl").exists():
-            raise UserError(f"{folder}: already holds a chain; continue it with --resume {folder}")
+        require_new_chain(folder)
         m = config.models
         if not 1 <= args.chains <= 64:
             raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")

@@ -122,6 +122,7 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
     from pathlib import Path
 
     from zoetrope.chain import Chain
+    from zoetrope.chainlog import require_new_chain
     from zoetrope.errors import UserError
     from zoetrope.loop import StopFlag, gallery_extras, progress_line, run_chain, start_run
 
@@ -131,8 +132,7 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
     root = Path(root)
     folders = [root / f"chain-{k}" for k in range(1, chains + 1)]
     for folder in folders:
-        if (folder / "chain.jsonl").exists():
-            raise UserError(f"{folder}: already holds a chain; continue it with --resume {folder}")
+        require_new_chain(folder)
     # Each chain keeps the config's content policy, budget and watchdog. Energy is not logged: the GPU's
     # energy during a batched forward belongs to all K chains, and splitting it would be a guess.
     configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(chains)]

@@ -99,7 +99,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_fork(args) -> int:
-    from zoetrope.chainlog import LOG_NAME, read_chain
+    from zoetrope.chainlog import read_chain, require_new_chain
     from zoetrope.loop import drive, open_models, start_run
     from zoetrope.replay import default_fork_folder, fork_config, fork_source, parent_entry
 
@@ -113,8 +113,7 @@ def cmd_fork(args) -> int:
                  "models.captioner": models.get("captioner")}
     config = fork_config(chain, args.from_step, overrides)
     folder = args.out or default_fork_folder(chain.folder, args.from_step)
-    if (folder / LOG_NAME).exists():
-        raise UserError(f"{folder}: already holds a chain; choose another --out")
+    require_new_chain(folder, hint="choose another --out")
     m = config.models
     painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision), args.device,
                                            config.speed)
