@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
+from zoetrope import per_item
 from zoetrope.models import DevicePlan, ModelRef
 
 
@@ -41,12 +42,14 @@ class Captioner:
         self.processor = processor
         self.ref = ref
         self.plan = plan
+        per_item.install(model)
 
     @torch.inference_mode()
     def _generate(self, images: list[Image.Image], params: CaptionParams) -> list[str]:
         inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.plan.device, self.plan.dtype)
-        out = self.model.generate(pixel_values=pixels, **params.generate_kwargs())
+        with per_item.active():  # a caption must not depend on the other images in its batch
+            out = self.model.generate(pixel_values=pixels, **params.generate_kwargs())
         return [c.strip() for c in self.processor.batch_decode(out, skip_special_tokens=True)]
 
     def caption(self, images: list[Image.Image], params: CaptionParams, seeds: list[int] | None = None) -> list[str]:

@@ -1,17 +1,20 @@
 """Painter: prompts (or prompt embeddings) and seeds (or noise latents) in, images out.
 
 One contract for the loop and the walk. Noise is drawn on the CPU from one `torch.Generator` per item, so a
-seed means the same image on every device and an item's image does not depend on what else is in its batch.
+seed means the same image on every device. Items named by seeds (the loop's) run under `per_item.active()`, so
+an item's image does not depend on what else is in its batch either; walks pad to a fixed batch instead.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
 
+from zoetrope import per_item
 from zoetrope.models import DevicePlan, ModelRef
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,9 @@ class Painter:
         self.plan = plan
         self._scheduler_name: str | None = None
         self._base_scheduler_config = text2img.scheduler.config
+        for component in text2img.components.values():
+            if isinstance(component, torch.nn.Module):
+                per_item.install(component)
 
     @property
     def token_limit(self) -> int:
@@ -154,10 +160,13 @@ class Painter:
                 raise ValueError("image-to-image needs `seeds` (one per image), not `latents`.")
             images = [im.convert("RGB").resize((params.width, params.height), Image.LANCZOS) for im in init_images]
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-            return self.img2img(image=images, strength=params.strength, generator=generators, **common).images
+            with per_item.active():
+                return self.img2img(image=images, strength=params.strength, generator=generators, **common).images
 
         # 3. Text-to-image: pass unit-variance noise; the pipeline scales it by the scheduler's init sigma
-        if latents is None:
+        seeded = latents is None
+        if seeded:
             latents = self.noise(seeds, params.width, params.height)
         latents = latents.to(self.plan.device, self.plan.dtype)
-        return self.text2img(latents=latents, width=params.width, height=params.height, **common).images
+        with per_item.active() if seeded else nullcontext():
+            return self.text2img(latents=latents, width=params.width, height=params.height, **common).images

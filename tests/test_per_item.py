@@ -1,0 +1,63 @@
+"""Per-item kernels: a loop image or caption is the same alone and inside any batch."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zoetrope import per_item
+from zoetrope.caption import CaptionParams
+from zoetrope.paint import PaintParams
+
+PROMPTS, SEEDS = ["a lighthouse in fog", "a red house", "two cats", "x"], [11, 7, 9, 3]
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("guidance", [0.0, 4.0])  # 4.0: classifier-free guidance doubles every call
+def test_text_to_image_rows_equal_lone_images(tiny_painter, guidance):
+    params = PaintParams(steps=2, width=256, height=256, guidance=guidance)
+    batch = tiny_painter.paint(PROMPTS, params=params, seeds=SEEDS)
+    for i in (0, 2):
+        alone = tiny_painter.paint([PROMPTS[i]], params=params, seeds=[SEEDS[i]])[0]
+        assert np.array_equal(pixels(alone), pixels(batch[i])), i
+
+
+def test_image_to_image_rows_equal_lone_images(tiny_painter):
+    starts = tiny_painter.paint(PROMPTS[:3], params=PaintParams(steps=1, width=128, height=128), seeds=SEEDS[:3])
+    params = PaintParams(steps=4, width=128, height=128, strength=0.5)
+    batch = tiny_painter.paint(PROMPTS[:3], params=params, seeds=SEEDS[:3], init_images=starts)
+    alone = tiny_painter.paint([PROMPTS[1]], params=params, seeds=[SEEDS[1]], init_images=[starts[1]])[0]
+    assert np.array_equal(pixels(alone), pixels(batch[1]))
+
+
+def test_captions_and_their_scores_equal_lone_ones(tiny_painter, tiny_captioner):
+    images = tiny_painter.paint(PROMPTS, params=PaintParams(steps=1, width=128, height=128), seeds=SEEDS)
+    model, processor = tiny_captioner.model, tiny_captioner.processor
+    kwargs = CaptionParams(mode="beam").generate_kwargs() | dict(output_scores=True, return_dict_in_generate=True)
+
+    def generate(ims):
+        with torch.inference_mode(), per_item.active():
+            return model.generate(pixel_values=processor(images=ims, return_tensors="pt")["pixel_values"], **kwargs)
+
+    batch, alone = generate(images), generate(images[:1])
+    beams = alone.scores[0].shape[0]
+    assert all(torch.equal(a, b[:beams]) for a, b in zip(alone.scores, batch.scores, strict=False))
+    assert torch.equal(alone.sequences[0], batch.sequences[0])
+
+
+def test_outside_per_item_nothing_is_split():
+    calls = []
+    layer = torch.nn.Linear(4, 2)
+    forward = layer.forward
+    layer.forward = lambda x: calls.append(x.shape[0]) or forward(x)
+    per_item.install(layer)
+    per_item.install(layer)  # idempotent: no second wrapper
+    x = torch.randn(3, 4)
+    layer(x)
+    with per_item.active():
+        out = layer(x)
+    assert calls == [3, 1, 1, 1]
+    assert torch.allclose(out, forward(x))
