@@ -8,7 +8,6 @@ only newline-terminated lines. The format is documented in docs/chain-log.md.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
+from zoetrope import png
 from zoetrope.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -69,13 +68,11 @@ def provenance_record(record: dict) -> dict:
     return {k: v for k, v in record.items() if k not in ("image_sha256", "seconds", "energy_j")}
 
 
-def encode_png(image: Image.Image, record: dict, model_id: str, compress_level: int = 4) -> bytes:
-    info = PngInfo()
-    info.add_text("parameters", a1111_parameters(record, model_id))
-    info.add_text("zoetrope", json.dumps(provenance_record(record), ensure_ascii=False, sort_keys=True))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
-    return buffer.getvalue()
+def encode_png(image: Image.Image, record: dict, model_id: str) -> bytes:
+    return png.encode(image, {
+        "parameters": a1111_parameters(record, model_id),
+        "zoetrope": json.dumps(provenance_record(record), ensure_ascii=False, sort_keys=True),
+    })
 
 
 def write_durable(path: Path, data: bytes) -> None:
@@ -190,7 +187,7 @@ class ChainWriter:
         require_new_chain(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if start_image is not None:
-            write_durable(folder / START_IMAGE, encode_plain_png(start_image))
+            write_durable(folder / START_IMAGE, png.encode(start_image))
         write_durable(folder / LOG_NAME, (json.dumps(header, ensure_ascii=False) + "\n").encode())
         return cls(folder, model_id)
 
@@ -221,9 +218,3 @@ class ChainWriter:
 
     def close(self) -> None:
         self._log.close()
-
-
-def encode_plain_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=4)
-    return buffer.getvalue()

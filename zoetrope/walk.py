@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from zoetrope import png
 from zoetrope.interpolate import frame_count, lerp, slerp, transition_ts
 from zoetrope.paint import PaintParams
 from zoetrope.scene import SceneScript
@@ -142,7 +143,7 @@ def needed_jobs(plan: ScenePlan) -> list[Job]:
 def write_frame(path: Path, image: Image.Image) -> None:
     """Write to a temp name and rename, so an interrupted render never leaves a truncated frame in the cache."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    image.save(tmp, format="PNG", compress_level=1)
+    tmp.write_bytes(png.encode(image))
     os.replace(tmp, path)
 
 
