@@ -39,7 +39,7 @@ def test_captions_and_their_scores_equal_lone_ones(tiny_painter, tiny_captioner)
     kwargs = CaptionParams(mode="beam").generate_kwargs() | dict(output_scores=True, return_dict_in_generate=True)
 
     def generate(ims):
-        with torch.inference_mode(), per_item.active():
+        with torch.inference_mode(), per_item.active(items=len(ims)):
             return model.generate(pixel_values=processor(images=ims, return_tensors="pt")["pixel_values"], **kwargs)
 
     batch, alone = generate(images), generate(images[:1])
@@ -48,16 +48,20 @@ def test_captions_and_their_scores_equal_lone_ones(tiny_painter, tiny_captioner)
     assert torch.equal(alone.sequences[0], batch.sequences[0])
 
 
-def test_outside_per_item_nothing_is_split():
+def test_layers_split_by_row_or_by_item_and_only_when_active():
     calls = []
     layer = torch.nn.Linear(4, 2)
     forward = layer.forward
     layer.forward = lambda x: calls.append(x.shape[0]) or forward(x)
     per_item.install(layer)
     per_item.install(layer)  # idempotent: no second wrapper
-    x = torch.randn(3, 4)
+    x = torch.randn(4, 4)
     layer(x)
     with per_item.active():
-        out = layer(x)
-    assert calls == [3, 1, 1, 1]
-    assert torch.allclose(out, forward(x))
+        by_row = layer(x)
+    with per_item.active(items=2):  # two items of two consecutive rows (beams)
+        by_item = layer(x)
+    with per_item.active(items=1):  # one item: its call is not split
+        layer(x)
+    assert calls == [4, 1, 1, 1, 1, 2, 2, 4]
+    assert torch.allclose(by_row, forward(x)) and torch.allclose(by_item, forward(x))

@@ -48,7 +48,7 @@ class Captioner:
     def _generate(self, images: list[Image.Image], params: CaptionParams) -> list[str]:
         inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.plan.device, self.plan.dtype)
-        with per_item.active():  # a caption must not depend on the other images in its batch
+        with per_item.active(items=len(images)):  # a caption must not depend on the other images in its batch
             out = self.model.generate(pixel_values=pixels, **params.generate_kwargs())
         return [c.strip() for c in self.processor.batch_decode(out, skip_special_tokens=True)]
 

@@ -18,28 +18,38 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-# A module global, not a thread-local: torch.compile can guard on it, and a model serves one call at a time.
+# Module globals, not thread-locals: torch.compile can guard on them, and a model serves one call at a time.
 _enabled = False
+_items: int | None = None
 
 SPLIT_LAYERS = (nn.Conv2d, nn.Linear, nn.GroupNorm)
 
 
 @contextmanager
-def active() -> Iterator[None]:
-    global _enabled
-    previous, _enabled = _enabled, True
+def active(items: int | None = None) -> Iterator[None]:
+    """Split layer inputs by item. By default every row is an item (classifier-free guidance interleaves an
+    item's rows, so nothing coarser is safe); with `items=k`, each input is k equal runs of consecutive rows,
+    as in beam search, where an image's beams stay together and a lone image's call is not split at all."""
+    global _enabled, _items
+    previous = _enabled, _items
+    _enabled, _items = True, items
     try:
         yield
     finally:
-        _enabled = previous
+        _enabled, _items = previous
 
 
 def _split_forward(forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., torch.Tensor]:
     def run(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         if not _enabled or x.dim() < 2:
             return forward(x, *args, **kwargs)
-        items = [forward(_one(x[i:i + 1]), *args, **kwargs) for i in range(x.shape[0])]
-        return items[0] if len(items) == 1 else torch.cat(items)
+        rows = x.shape[0]
+        size = rows // _items if _items and rows % _items == 0 else 1
+        if size == rows:
+            return forward(_one(x) if rows == 1 else x, *args, **kwargs)
+        if size == 1:
+            return torch.cat([forward(_one(x[i:i + 1]), *args, **kwargs) for i in range(rows)])
+        return torch.cat([forward(x[i:i + size], *args, **kwargs) for i in range(0, rows, size)])
 
     run.__wrapped__ = forward  # type: ignore[attr-defined]
     return run
