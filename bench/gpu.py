@@ -7,7 +7,7 @@ of its FLOP floor (FLOPs counted by torch.utils.flop_counter on the paint itself
 half-precision peak). `--reduced` runs shrunken architectures at small sizes on the CPU, so a unit test keeps
 this script from rotting; `--record` appends the figures to bench/RESULTS.md.
 
-    python bench/gpu.py [--reduced] [--batch 8] [--reps 10] [--compile] [--channels-last] [--record]
+    python bench/gpu.py [--reduced] [--batch N] [--reps 10] [--compile] [--channels-last] [--record]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from zoetrope.config import LoopConfig  # noqa: E402
 from zoetrope.loop import step_record  # noqa: E402
 from zoetrope.models import DevicePlan, ModelRef, SpeedOptions, apply_speed, pick_device, quiet_libraries  # noqa: E402
 from zoetrope.paint import Painter, PaintParams  # noqa: E402
+from zoetrope.rows import measure_rows  # noqa: E402
+from zoetrope.walk import ROWS  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks (FLOP/s), from the vendors' datasheets.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12, "A10G": 70e12}
@@ -167,7 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reduced", action="store_true", help="shrunken architectures at small sizes (CPU check)")
     parser.add_argument("--size", type=int, help="image size (default 512, or 128 with --reduced)")
-    parser.add_argument("--batch", type=int, default=8, help="film frames per batch")
+    parser.add_argument("--batch", type=int, help="film frames per call (default: what memory holds, as `render` measures it)")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--device", choices=["cuda", "cpu"])
     parser.add_argument("--bf16", action="store_true", help="bfloat16 instead of float16 on the GPU")
@@ -206,10 +208,11 @@ def main() -> None:
         step_s = timed(plan, loop_step, args.reps)
         writer.close()
 
+    batch = args.batch or measure_rows(painter, params, ROWS)
     embeds = painter.encode(["a lighthouse", "a harbour"], None, 0.0)
-    t = torch.linspace(0, 1, args.batch).view(-1, 1, 1).to(embeds["prompt_embeds"])
+    t = torch.linspace(0, 1, batch).view(-1, 1, 1).to(embeds["prompt_embeds"])
     walk = {"prompt_embeds": torch.lerp(embeds["prompt_embeds"][:1], embeds["prompt_embeds"][1:], t)}
-    latents = painter.noise(list(range(args.batch)), size, size)
+    latents = painter.noise(list(range(batch)), size, size)
     frames_s = timed(plan, lambda: painter.paint(params=params, prompt_embeds=walk, latents=latents), max(3, args.reps // 3))
 
     flops = paint_flops(painter, params)
@@ -223,7 +226,8 @@ def main() -> None:
         "ms per loop step (caption + paint + commit)": f"{step_s * 1e3:.1f}",
         "ms per paint (1 step)": f"{paint_s * 1e3:.1f}",
         "ms per caption (beam 3, 20 tokens)": f"{caption_s * 1e3:.1f}",
-        f"film frames/s (batch {args.batch})": f"{args.batch / frames_s:.2f}",
+        f"film frames/s (batch {batch}{', the measured call width' if args.batch is None else ''})":
+            f"{batch / frames_s:.2f}",
         "paint GFLOP": f"{flops / 1e9:.2f}",
         "paint / FLOP floor": f"{paint_s * 1e3 / floor_ms:.1f}x (floor {floor_ms:.2f} ms)" if floor_ms else "n/a (no known peak)",
         "peak GPU memory (GiB)": f"{memory:.2f}" if memory is not None else "n/a (CPU)",

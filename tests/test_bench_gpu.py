@@ -23,3 +23,12 @@ def test_gpu_bench_runs_reduced_on_cpu():
     for key in ("ms per paint (1 step)", "ms per caption (beam 3, 20 tokens)", "film frames/s (batch 2)"):
         assert float(figures[key]) > 0
     assert float(figures["paint GFLOP"]) > 0
+
+
+def test_gpu_bench_measures_the_film_call_width_when_not_given():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--reduced", "--device", "cpu", "--size", "64", "--reps", "1"],
+        cwd=ROOT, env=os.environ | {"HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "film frames/s (batch 8, the measured call width)" in result.stdout  # CPU: walk.ROWS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -138,7 +139,9 @@ def test_bad_script_exits_2_with_one_line_and_no_film(tmp_path, capsys, name):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "9"], "--batch-size: must be 1..8"),
+    (["--batch-size", "9"], "--batch-size: must be 1..8, the painter call width here"),
+    (["--rows", "0"], "--rows: must be 1..64"),
+    (["--rows", "2", "--batch-size", "3"], "--batch-size: must be 1..2"),
     (["--out", "film.gif"], "--out: a film needs one of"),
     (["--fps", "8"], "--fps, --hold and --transition apply to --from-chain"),
     (["--from-chain", "nowhere"], "exactly one"),
@@ -172,3 +175,40 @@ def test_a_failure_while_encoding_leaves_no_film(tmp_path, capsys, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         main(["render", str(script), "--models", "tiny", "--out", str(film), "--cache-root", str(tmp_path / "c")])
     assert not film.exists() and not list(tmp_path.glob(".*mp4"))
+
+
+def test_call_width_is_chosen_once_per_cache_and_can_be_set(tmp_path, capsys):
+    script = tmp_path / "moon.yaml"
+    script.write_text(SCRIPT)
+    film = tmp_path / "f.mp4"
+    code, out, err = render(tmp_path, capsys, "--models", "tiny", "--out", str(film), script=script)
+    assert code == 0, err
+    assert "painter calls of 8 rows" in out  # CPU: walk.ROWS, recorded beside the frames
+    choices = json.loads((tmp_path / "cache" / "moon" / "frames" / "rows.json").read_text())
+    assert list(choices.values()) == [8]
+    code, out, _ = render(tmp_path, capsys, "--models", "tiny", "--out", str(film), "--rows", "2", script=script)
+    assert code == 0 and "painter calls of 2 rows" in out
+    assert counts(out) == (0, UNIQUE)  # another call width, other keys: rendered afresh, never mixed
+    assert probe(film)["frames"] == FRAMES
+
+
+def test_a_failure_while_painting_stops_the_encoder_and_leaves_no_film(tmp_path, capsys, monkeypatch):
+    import zoetrope.walk
+
+    script = tmp_path / "moon.yaml"
+    script.write_text(SCRIPT)
+    film = tmp_path / "f.mp4"
+    real, calls = zoetrope.walk.Walker.paint, []
+
+    def failing(self, jobs):
+        calls.append(len(jobs))
+        if len(calls) == 3:
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return real(self, jobs)
+
+    monkeypatch.setattr(zoetrope.walk.Walker, "paint", failing)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        main(["render", str(script), "--models", "tiny", "--out", str(film), "--rows", "2",
+              "--cache-root", str(tmp_path / "c")])
+    assert not film.exists() and not list(tmp_path.glob(".*mp4"))
+    assert len(list((tmp_path / "c" / "moon" / "frames").glob("*.png"))) == 4  # two saved batches are kept

@@ -100,3 +100,27 @@ def test_batch_size_is_checked(tiny_painter, tmp_path):
     plan = plan_scene("t", script(), painter_identity(tiny_painter))
     with pytest.raises(ValueError, match="batch_size"):
         render_missing(tiny_painter, plan, tmp_path, batch_size=ROWS + 1)
+
+
+def test_frame_feed_hands_frames_over_as_they_appear(tmp_path):
+    import threading
+
+    from zoetrope.walk import FrameFeed
+
+    feed, got = FrameFeed(), []
+    frame = tmp_path / "a.png"
+    consumer = threading.Thread(target=lambda: (feed.wait(frame), got.append(frame.read_bytes())))
+    consumer.start()
+    consumer.join(0.2)
+    assert consumer.is_alive() and not got  # waits for the frame
+    frame.write_bytes(b"png")
+    feed.saved()
+    consumer.join(5)
+    assert got == [b"png"]
+    feed.close(RuntimeError("painter died"))
+    with pytest.raises(RuntimeError, match="stopped before this frame"):
+        feed.wait(tmp_path / "b.png")
+    closed = FrameFeed()
+    closed.close()
+    with pytest.raises(FileNotFoundError, match="without rendering"):
+        closed.wait(tmp_path / "b.png")

@@ -27,7 +27,10 @@ def register(sub) -> None:
     p.add_argument("--from-chain", type=Path, metavar="DIR", help="film of a logged chain: captions become keyframes")
     add_model_options(p)
     p.add_argument("--out", type=Path, help="film path (default renders/films/<name>.mp4)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="frames per painter call, 1..8 (default 8)")
+    p.add_argument("--rows", type=int, metavar="N",
+                   help="painter call width, 1..64 (default: what the GPU's memory holds, measured once per frame "
+                        "cache; 8 on CPU). Part of each frame's cache key")
+    p.add_argument("--batch-size", type=int, metavar="N", help="frames per painter call, 1..rows (default rows)")
     p.add_argument("--preview", action="store_true", help="a quarter of the frames at half the size, for a quick look")
     p.add_argument("--cache-root", type=Path, default=Path("renders/films"),
                    help="frames are cached in CACHE_ROOT/<scene>/frames (default renders/films)")
@@ -84,10 +87,12 @@ def check_args(args) -> None:
         raise UserError("render: give a scene script or --from-chain DIR (exactly one)")
     if args.from_chain is None and any(v is not None for v in (args.fps, args.hold, args.transition)):
         raise UserError("render: --fps, --hold and --transition apply to --from-chain; a script sets its own")
-    from zoetrope.walk import ROWS
+    from zoetrope.rows import MAX_ROWS
 
-    if not 1 <= args.batch_size <= ROWS:
-        raise UserError(f"--batch-size: must be 1..{ROWS} (got {args.batch_size})")
+    if args.rows is not None and not 1 <= args.rows <= MAX_ROWS:
+        raise UserError(f"--rows: must be 1..{MAX_ROWS} (got {args.rows})")
+    if args.batch_size is not None and not 1 <= args.batch_size <= (args.rows or MAX_ROWS):
+        raise UserError(f"--batch-size: must be 1..{args.rows or MAX_ROWS} (got {args.batch_size})")
     if args.fps is not None and not 1 <= args.fps <= 120:
         raise UserError(f"--fps: must be 1..120 (got {args.fps})")
     for flag in ("hold", "transition"):
@@ -154,6 +159,72 @@ def scene_cues(script, offset_s: float) -> list[tuple[float, float, str]]:
     return cues
 
 
+# ------------------------------------------------------------------------------------ render + encode
+
+
+@dataclass
+class FilmSpec:
+    path: Path
+    fps: float
+    size: tuple[int, int]
+    audio: Path | None
+
+
+def encode_shots(shots: list[Shot], spec: FilmSpec, feed) -> None:
+    """Stream the film's frames into ffmpeg in order, each as soon as the walk has saved it."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from zoetrope.film import FrameWriter, burn_subtitle, intertitle_card
+
+    previous, image = None, None
+    with FrameWriter(spec.path, spec.fps, spec.size, audio=spec.audio) as writer:
+        for shot in tqdm(shots, unit="frame", desc="encode", dynamic_ncols=True, leave=False, position=1):
+            if shot.path != previous:  # a hold repeats one cached frame: read it once
+                feed.wait(shot.path)
+                with Image.open(shot.path) as im:
+                    image = im.convert("RGB")
+                previous = shot.path
+            frame = intertitle_card(spec.size, shot.card) if shot.card else image
+            if shot.subtitle:
+                frame = burn_subtitle(frame, shot.subtitle)
+            writer.write(frame)
+
+
+def render_and_encode(painter, plans, shots: list[Shot], batch_size: int | None, bar, spec: FilmSpec) -> tuple[int, int]:
+    """The walk paints on this thread, saves on its writer thread, and the encoder thread takes frames in film
+    order: encoding overlaps painting, and the painter never waits for ffmpeg. Returns (cached, rendered)."""
+    import threading
+
+    from zoetrope.walk import FrameFeed, render_missing
+
+    feed, failures = FrameFeed(), []
+
+    def encode() -> None:
+        try:
+            encode_shots(shots, spec, feed)
+        except BaseException as exc:  # re-raised on the main thread once the walk has stopped
+            failures.append(exc)
+
+    encoder = threading.Thread(target=encode, name="film-encoder")
+    encoder.start()
+    cached = rendered = 0
+    try:
+        for plan, cache in plans:
+            stats = render_missing(painter, plan, cache, batch_size, progress=bar, feed=feed)
+            cached, rendered = cached + stats.cached, rendered + stats.rendered
+            bar.write(f"scene {plan.name}: {stats.summary()}")
+    except BaseException as exc:
+        feed.close(exc)
+        encoder.join()
+        raise
+    feed.close()
+    encoder.join()
+    if failures:
+        raise failures[0]
+    return cached, rendered
+
+
 # --------------------------------------------------------------------------------------------- run
 
 
@@ -173,13 +244,13 @@ def cmd_render(args) -> int:
         width, height = max(32, width // 2 // 8 * 8), max(32, height // 2 // 8 * 8)
 
     # 2. Load the painter and lay out every scene
-    from PIL import Image
     from tqdm import tqdm
 
     from zoetrope.cli import speed_overrides
-    from zoetrope.film import FrameWriter, burn_subtitle, intertitle_card, write_srt
+    from zoetrope.film import write_srt
     from zoetrope.models import SpeedOptions, load_painter, pick_device, quiet_libraries
-    from zoetrope.walk import needed_jobs, painter_identity, plan_scene, render_missing
+    from zoetrope.rows import call_rows, measure_rows
+    from zoetrope.walk import ROWS, needed_jobs, painter_identity, plan_scene, walk_params
 
     quiet_libraries()
     speed = SpeedOptions(**speed_overrides(args))
@@ -187,8 +258,13 @@ def cmd_render(args) -> int:
     identity = painter_identity(painter, speed)
     plans, shots, cues, offset = [], [], [], 0.0
     for scene_name, script in film.scenes:
-        plan = plan_scene(scene_name, script, identity, width=width, height=height)
         cache = args.cache_root / scene_name / "frames"
+        params = walk_params(script, width, height)
+        rows = args.rows or call_rows(cache, identity, params, lambda p=params: measure_rows(painter, p, ROWS))
+        if args.batch_size is not None and args.batch_size > rows:
+            raise UserError(f"--batch-size: must be 1..{rows}, the painter call width here (got {args.batch_size}); "
+                            "see --rows")
+        plan = plan_scene(scene_name, script, identity, width=width, height=height, rows=rows)
         scene = scene_shots(plan, cache, script.burn_subtitles)
         if args.preview:  # every 4th frame; only those are rendered
             plan.sequence = plan.sequence[::PREVIEW_STRIDE]
@@ -200,28 +276,13 @@ def cmd_render(args) -> int:
     if args.preview:
         fps = film.fps / PREVIEW_STRIDE
 
-    # 3. Render what the cache lacks
+    # 3. Render what the cache lacks, while a second thread encodes the film as its frames appear, in order
     total = sum(len(needed_jobs(p)) for p, _ in plans)
-    cached = rendered = 0
+    print(f"painter calls of {', '.join(str(n) for n in sorted({p.rows for p, _ in plans}))} rows", flush=True)
     with tqdm(total=total, unit="frame", desc="walk", dynamic_ncols=True) as bar:
-        for plan, cache in plans:
-            stats = render_missing(painter, plan, cache, args.batch_size, progress=bar)
-            cached, rendered = cached + stats.cached, rendered + stats.rendered
-            bar.write(f"scene {plan.name}: {stats.summary()}")
+        cached, rendered = render_and_encode(painter, plans, shots, args.batch_size, bar,
+                                             FilmSpec(out, fps, (width, height), film.audio))
     print(f"frames: {cached} cached, {rendered} rendered", flush=True)
-
-    # 4. Encode: frames stream from the cache into one ffmpeg process
-    previous, image = None, None
-    with FrameWriter(out, fps, (width, height), audio=film.audio) as writer:
-        for shot in tqdm(shots, unit="frame", desc="encode", dynamic_ncols=True, leave=False):
-            if shot.path != previous:  # a hold repeats one cached frame: read it once
-                with Image.open(shot.path) as im:
-                    image = im.convert("RGB")
-                previous = shot.path
-            frame = intertitle_card((width, height), shot.card) if shot.card else image
-            if shot.subtitle:
-                frame = burn_subtitle(frame, shot.subtitle)
-            writer.write(frame)
     write_srt(cues, out.with_suffix(".srt"))
     seconds = len(shots) / fps
     print(f"wrote {out} ({len(shots)} frames, {fps:g} fps, {width}x{height}, {seconds:.2f} s) and "

@@ -11,9 +11,9 @@
 
 Determinism: CPU float kernels are not batch-invariant (a frame painted in a batch of 1 differs from the same
 frame in a batch of 4 by one level in a few pixels: GEMM and conv take different paths for different row
-counts). So every painter call has exactly `ROWS` rows, padded by repeating the last frame: a frame's bytes
-then depend only on its own inputs, whatever `--batch-size` is. Rows are independent (no cross-row op), so
-the padding does not leak into the real frames.
+counts). So every painter call has exactly `plan.rows` rows (ROWS on CPU, what a GPU's memory holds there:
+rows.py), padded by repeating the last frame: a frame's bytes then depend only on its own inputs, whatever
+`--batch-size` is. Rows are independent (no cross-row op), so the padding does not leak into the real frames.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from zoetrope.interpolate import frame_count, lerp, slerp, transition_ts
 from zoetrope.paint import PaintParams
 from zoetrope.scene import SceneScript
 
-ROWS = 8  # rows per painter call (the canonical micro-batch): fixed, so batching never changes a frame
+ROWS = 8  # rows per painter call on CPU (the canonical micro-batch): fixed, so batching never changes a frame
 WALK_VERSION = 1  # bump when the rendering of a frame changes: it is part of every key
 
 
@@ -147,15 +148,46 @@ def write_frame(path: Path, image: Image.Image) -> None:
     os.replace(tmp, path)
 
 
+def walk_params(script: SceneScript, width: int, height: int) -> PaintParams:
+    return PaintParams(steps=script.steps, guidance=script.guidance, width=width, height=height,
+                       scheduler=script.scheduler)
+
+
+class FrameFeed:
+    """Tells a consumer on another thread (the film encoder) when cache frames appear, so it can take them in
+    film order while the walk is still painting. `close()` ends the walk's side, with its error if it failed."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def saved(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self._cv:
+            self._closed, self._error = True, error
+            self._cv.notify_all()
+
+    def wait(self, path: Path) -> None:
+        with self._cv:
+            while not path.is_file():
+                if self._error is not None:
+                    raise RuntimeError("the walk stopped before this frame") from self._error
+                if self._closed:
+                    raise FileNotFoundError(f"{path}: the walk ended without rendering this frame")
+                self._cv.wait()
+
+
 class Walker:
     """Renders a scene's missing frames; holds each keyframe's embeddings and noise for the whole scene."""
 
     def __init__(self, painter, plan: ScenePlan):
         self.painter = painter
         self.plan = plan
-        s = plan.script
-        self.params = PaintParams(steps=s.steps, guidance=s.guidance, width=plan.width, height=plan.height,
-                                  scheduler=s.scheduler)
+        self.params = walk_params(plan.script, plan.width, plan.height)
         self._embeds: dict[int, dict[str, torch.Tensor]] = {}
         self._noise: dict[int, torch.Tensor] = {}
 
@@ -191,14 +223,17 @@ class Walker:
         return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents)[:len(jobs)]
 
 
-def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int = ROWS, progress=None) -> WalkStats:
-    """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows) frames per painter call.
+def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None = None, progress=None,
+                   feed: FrameFeed | None = None) -> WalkStats:
+    """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows, default plan.rows) frames
+    per painter call.
 
     A writer thread saves batch n's frames while batch n+1 is painted (at most one batch in flight), so the
-    model never waits for PNG encoding.
+    model never waits for PNG encoding; `feed` hears of each saved batch.
     """
     from concurrent.futures import Future, ThreadPoolExecutor
 
+    batch_size = plan.rows if batch_size is None else batch_size
     if not 1 <= batch_size <= plan.rows:
         raise ValueError(f"`batch_size` must be in 1..{plan.rows} but is {batch_size}.")
     cache.mkdir(parents=True, exist_ok=True)
@@ -214,6 +249,8 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int = ROWS
             write_frame(cache / f"{job.key}.png", image)
         if progress is not None:
             progress.update(len(batch))
+        if feed is not None:
+            feed.saved()
 
     start = time.perf_counter()
     pending: Future | None = None
