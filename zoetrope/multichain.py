@@ -2,8 +2,9 @@
 
 Each chain runs its own unchanged Chain/Runner/ChainWriter in a thread, with its own log and seeds; the
 models are shared through a gate that waits until every live chain has made its next model call, then runs
-the compatible calls as one batched forward. Noise comes from per-item CPU generators and captions are
-batch-invariant, so chain k's images are those of running it alone with seed `seed + k - 1`.
+the compatible calls as one batched forward. Noise comes from per-item CPU generators and the layers whose
+kernels depend on the batch run item by item (per_item.py), so chain k's captions and images are exactly
+those of running it alone with seed `seed + k - 1`.
 """
 
 from __future__ import annotations
