@@ -1,11 +1,14 @@
 """Loop overhead: seconds per step through run_loop.py's own code path (Chain + durable ChainWriter +
 progress callback) versus the bare model calls (caption + paint, same models, sizes and seeds), timed in
-the same process, interleaved, at 64 and 256 px on the tiny models. Goal: at most 5% at 256 px.
+the same process at 64 and 256 px on the tiny models. Goal: at most 5% at 256 px.
 
     python bench/loop_overhead.py [--quick] [--steps N] [--rounds R]
 
-The repetition guard is off in both arms: it is a feature (extra captions when it fires), not overhead.
-Last line: `loop_overhead: <loop seconds / bare seconds at 256 px>`.
+Each round times the arms back to back (their order rotating), and the headline is the median over rounds
+of loop / bare within a round: on a shared machine the speed drifts by 10-20% over a minute, and a ratio of
+neighbours in time cancels that drift where a ratio of two medians does not.
+The repetition guard is off in every arm: it is a feature (extra captions when it fires), not overhead.
+Last line: `loop_overhead: <median loop / bare at 256 px>`.
 """
 
 from __future__ import annotations
@@ -63,31 +66,38 @@ def through_loop(config: LoopConfig, captioner, painter, plan, steps: int, root:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (fewer steps and rounds)")
-    parser.add_argument("--steps", type=int, help="steps per measurement (default 20, quick 6)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per arm (default 5, quick 3)")
+    parser.add_argument("--steps", type=int, help="steps per measurement (default 12, quick 6)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 9, quick 3)")
     args = parser.parse_args()
-    steps = args.steps or (6 if args.quick else 20)
-    rounds = args.rounds or (3 if args.quick else 5)
+    steps = args.steps or (6 if args.quick else 12)
+    rounds = args.rounds or (3 if args.quick else 9)
 
     quiet_libraries()
     plan = pick_device("cpu")
     painter, captioner = load_painter("tiny", plan), load_captioner("tiny", plan)
     lines: list[str] = []
-    ratio = {}
+    headline = {}
     with tempfile.TemporaryDirectory() as tmp:
         for size in (64, 256):
             config = bench_config(size, steps)
-            bare(config, captioner, painter, 2)  # warm-up: first calls at a new size are slow
-            through_loop(config.model_copy(update={"steps": 2}), captioner, painter, plan, 2, Path(tmp), lines.append)
-            bare_s, loop_s = [], []
-            for _ in range(rounds):  # interleaved, so machine noise hits both arms alike
-                bare_s.append(bare(config, captioner, painter, steps))
-                loop_s.append(through_loop(config, captioner, painter, plan, steps, Path(tmp), lines.append))
-            b, lp = statistics.median(bare_s), statistics.median(loop_s)
-            ratio[size] = lp / b
-            print(f"{size:>4} px: bare {b * 1e3:8.2f} ms/step, loop {lp * 1e3:8.2f} "
-                  f"ms/step, overhead {100 * (ratio[size] - 1):+.1f}%", flush=True)
-    print(f"loop_overhead: {ratio[256]:.3f}")
+            arms = {
+                "bare": lambda c=config: bare(c, captioner, painter, steps),
+                "loop": lambda c=config: through_loop(c, captioner, painter, plan, steps, Path(tmp), lines.append),
+            }
+            warm = config.model_copy(update={"steps": 2})
+            bare(warm, captioner, painter, 2)  # warm-up: first calls at a new size are slow
+            through_loop(warm, captioner, painter, plan, 2, Path(tmp), lines.append)
+            seconds: dict[str, list[float]] = {name: [] for name in arms}
+            for r in range(rounds):
+                names = list(arms)[r % len(arms):] + list(arms)[:r % len(arms)]  # rotate the order
+                for name in names:
+                    seconds[name].append(arms[name]())
+            ratios = {name: statistics.median(s / b for s, b in zip(seconds[name], seconds["bare"], strict=True))
+                      for name in arms if name != "bare"}
+            headline[size] = ratios["loop"]
+            print(f"{size:>4} px: bare {statistics.median(seconds['bare']) * 1e3:7.2f} ms/step; "
+                  + "; ".join(f"{name} {100 * (ratio - 1):+.1f}%" for name, ratio in ratios.items()), flush=True)
+    print(f"loop_overhead: {headline[256]:.3f}")
 
 
 if __name__ == "__main__":
