@@ -18,7 +18,7 @@ from PIL import Image
 
 import zoetrope
 from zoetrope.chain import Chain, Step
-from zoetrope.chainlog import START_IMAGE, ChainLog, ChainWriter, sha256_file
+from zoetrope.chainlog import LOG_NAME, START_IMAGE, ChainLog, ChainWriter, sha256_file
 from zoetrope.config import LoopConfig
 from zoetrope.errors import UserError
 from zoetrope.images import load_image
@@ -119,7 +119,8 @@ def run_chain(
     return runner.run(point.image, point.input_name, point.input_sha256, until)
 
 
-def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=None, heartbeat: bool = False):
+def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=None, heartbeat: bool = False,
+                   measure_energy: bool = True):
     """The services around the chain (energy meter, content policy, budget, watchdog), built and checked
     before anything is written: a blocklist file that cannot be read or an energy budget that cannot be
     measured stops here."""
@@ -129,7 +130,7 @@ def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=
     from zoetrope.resilience import Extras
     from zoetrope.watchdog import HEARTBEAT_NAME, LoopState, Watchdog
 
-    energy = EnergyMeter.open(device)
+    energy = EnergyMeter.open(device) if measure_energy else None
     p = config.policy
     policy = load_policy(p, device, dtype) if (p.blocklist or p.blocklist_file or p.safety_checker) else None
     if policy is not None and config.start.prompt is not None:
@@ -138,7 +139,7 @@ def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=
             raise UserError(f"start.prompt: contains the blocked term {term!r} (policy.blocklist)")
     budget = None
     if config.budget.images_per_hour is not None or config.budget.kwh_per_day is not None:
-        log_path = Path(folder) / "chain.jsonl"
+        log_path = Path(folder) / LOG_NAME
         budget = Budget(config.budget, energy is not None,
                         last_start=log_path.stat().st_mtime if log_path.is_file() else None)
     # The heartbeat file is for unattended runs (--service, --display, or a configured path): a plain

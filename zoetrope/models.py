@@ -9,6 +9,7 @@ loaded is an error that says what to do: never a silent swap to other weights.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -285,9 +286,11 @@ def fingerprint(ref: ModelRef) -> str:
 # ------------------------------------------------------------------------------------- safety checker
 
 
+@functools.cache
 def load_safety_checker(spec: str, device: str, dtype: torch.dtype | None = None):
     """diffusers' StableDiffusionSafetyChecker and its CLIP image processor (Hub id or local folder), for the
-    gallery's content policy. Missing weights are an error that says what to do: never a silent skip."""
+    gallery's content policy. Missing weights are an error that says what to do: never a silent skip.
+    Loaded once per process (it is only read), so K chains of a wall share one copy."""
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPImageProcessor
 

@@ -137,9 +137,8 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
     # Each chain keeps the config's content policy, budget and watchdog. Energy is not logged: the GPU's
     # energy during a batched forward belongs to all K chains, and splitting it would be a guess.
     configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(chains)]
-    extras_of = [gallery_extras(cfg, folder, plan.device, plan.dtype) for cfg, folder in zip(configs, folders, strict=True)]
-    for extras in extras_of:
-        extras.energy = None
+    extras_of = [gallery_extras(cfg, folder, plan.device, plan.dtype, measure_energy=False)
+                 for cfg, folder in zip(configs, folders, strict=True)]
     gate = BatchGate(chains)
     shared_captioner, shared_painter = GatedCaptioner(captioner, gate), GatedPainter(painter, gate)
     stop = StopFlag()
