@@ -125,7 +125,6 @@ class Runner:
         self.chain, self.writer, self.config, self.stop, self.extras = chain, writer, config, stop, extras
         self.on_step, self.clock, self.sleep, self.disk_free = on_step, clock, sleep, disk_free
         self.state = extras.watchdog.state if extras.watchdog else LoopState(str(writer.folder))
-        self.base_config = config
         if extras.policy is not None and extras.policy.blocklist.terms:
             # blocked words are caught before painting: no GPU time (or energy) spent on a blocked prompt
             chain.painter = GuardedPainter(chain.painter, extras.policy.blocklist)
@@ -255,7 +254,7 @@ class Runner:
         return load_image(self.writer.folder / START_IMAGE)
 
     def _attempt_config(self, reseed: int, sample_caption: bool, size: tuple[int, int] | None) -> LoopConfig:
-        cfg, n = self.base_config, self.chain.step_number
+        cfg, n = self.config, self.chain.step_number
         update: dict = {}
         if reseed:
             update["seed"] = step_seed(cfg.seed, n, RESEED_ATTEMPT_BASE + reseed)
@@ -288,7 +287,7 @@ class Runner:
                     free_memory()
                     if size is not None:
                         raise StepFailed(f"step {n}: out of memory again at {size[0]}x{size[1]}") from exc
-                    p = self.base_config.paint
+                    p = self.config.paint
                     size = (shrunk(p.width, rc.oom_shrink), shrunk(p.height, rc.oom_shrink))
                     log.warning("step %d: out of memory; freed the cache, retrying once at %dx%d", n, *size)
                     events.append({"kind": "oom_retry", "width": size[0], "height": size[1]})
@@ -304,7 +303,7 @@ class Runner:
                     return None
                 continue
             finally:
-                chain.config = self.base_config
+                chain.config = self.config
             if step is not None:
                 problem = self._problem(step)
                 if problem is None:
@@ -329,7 +328,7 @@ class Runner:
                 elif from_start and blocked >= 2 * policy.max_attempts:
                     raise StepFailed(f"step {n}: the content policy blocked {blocked} attempts, "
                                      "even from the start prompt/image")
-            problem |= {"attempt": reseed, "retry_seed_base": step_seed(self.base_config.seed, n, RESEED_ATTEMPT_BASE + reseed)}
+            problem |= {"attempt": reseed, "retry_seed_base": step_seed(self.config.seed, n, RESEED_ATTEMPT_BASE + reseed)}
             events.append(problem)
             log.warning("step %d: %s; re-seeding (attempt %d)", n, problem["kind"], reseed)
 
