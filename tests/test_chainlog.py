@@ -121,3 +121,18 @@ def test_create_refuses_an_existing_chain(tmp_path):
     write_chain(tmp_path / "c", 1)
     with pytest.raises(ChainLogError, match="already holds a chain"):
         ChainWriter.create(tmp_path / "c", header(), None, "m")
+
+
+def test_read_header_reads_only_the_first_line(tmp_path):
+    from zoetrope.chainlog import read_header
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "chain.jsonl").write_text('{"kind": "header", "schema_version": 1, "config": {"seed": 4}}\n{garbled\n')
+    assert read_header(folder)["config"] == {"seed": 4}  # the steps are not parsed
+    (folder / "chain.jsonl").write_text('{"kind": "step", "step": 1}\n')
+    with pytest.raises(ChainLogError, match="first line is not a header"):
+        read_header(folder)
+    (folder / "chain.jsonl").write_text('{"kind": "header"')
+    with pytest.raises(ChainLogError, match="no header line"):
+        read_header(folder)

@@ -26,7 +26,7 @@ LOG_NAME = "chain.jsonl"
 START_IMAGE = "start.png"
 SCHEMA_VERSION = 1
 TEMP_SUFFIX = ".tmp"
-_STEP_IMAGE = re.compile(r"^step-(\d{6,})\.png$")
+STEP_IMAGE_PATTERN = re.compile(r"^step-(\d{6,})\.png$")
 
 
 class ChainLogError(UserError):
@@ -122,6 +122,34 @@ def migrate_header(header: dict, where: str) -> dict:
     return header  # version 1 is the first; later versions add their migrations here
 
 
+def _record(raw: bytes, path: Path, number: int) -> dict:
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ChainLogError(f"{path}:{number}: garbled record ({exc})") from None
+    return record
+
+
+def _checked_header(record: dict, path: Path) -> dict:
+    if record.get("kind") != "header":
+        raise ChainLogError(f"{path}:1: first line is not a header (kind={record.get('kind')!r})")
+    return migrate_header(record, f"{path}:1")
+
+
+def read_header(folder: Path | str) -> dict:
+    """Only a chain's header line: what a config needs, without parsing weeks of steps as read_chain does."""
+    path = Path(folder) / LOG_NAME
+    if not path.is_file():
+        raise ChainLogError(f"{folder}: not a chain folder (no {LOG_NAME})")
+    with open(path, "rb") as f:
+        line = f.readline()
+    if not line.endswith(b"\n"):
+        raise ChainLogError(f"{path}: empty log (no header line)")
+    return _checked_header(_record(line, path, 1), path)
+
+
 def read_chain(folder: Path | str) -> ChainLog:
     """Read a chain folder. A torn last line (an interrupted write) is dropped with a warning; a garbled
     line before it is an error naming the line."""
@@ -139,19 +167,8 @@ def read_chain(folder: Path | str) -> ChainLog:
     lines = data[:committed].split(b"\n")[:-1]
     if not lines:
         raise ChainLogError(f"{path}: empty log (no header line)")
-    records = []
-    for number, raw in enumerate(lines, start=1):
-        try:
-            record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ChainLogError(f"{path}:{number}: garbled record ({exc})") from None
-        records.append(record)
-    header = records[0]
-    if header.get("kind") != "header":
-        raise ChainLogError(f"{path}:1: first line is not a header (kind={header.get('kind')!r})")
-    header = migrate_header(header, f"{path}:1")
+    records = [_record(raw, path, number) for number, raw in enumerate(lines, start=1)]
+    header = _checked_header(records[0], path)
     steps = records[1:]
     for number, record in enumerate(steps, start=2):
         expected = number - 1
@@ -200,7 +217,7 @@ class ChainWriter:
             f.flush()
             os.fsync(f.fileno())
         for path in folder.iterdir():
-            match = _STEP_IMAGE.match(path.name)
+            match = STEP_IMAGE_PATTERN.match(path.name)
             if path.name.endswith(TEMP_SUFFIX) or (match and int(match.group(1)) > chain.last_step):
                 log.info("removing %s left by an interrupted step", path.name)
                 path.unlink()

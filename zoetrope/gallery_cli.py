@@ -56,22 +56,23 @@ def warn_if_open(host: str) -> None:
 
 
 def display_settings_for(folder: Path | None, config_path: Path | None):
-    from zoetrope.chainlog import read_chain
+    from zoetrope.chainlog import LOG_NAME, read_header
     from zoetrope.config import LoopConfig, load_loop_config
 
     if config_path is not None:
         return load_loop_config(config_path)
-    if folder is not None and (folder / "chain.jsonl").is_file():
-        return LoopConfig.model_validate(read_chain(folder).header["config"])
+    if folder is not None and (folder / LOG_NAME).is_file():
+        return LoopConfig.model_validate(read_header(folder)["config"])
     return LoopConfig()
 
 
 def cmd_serve(args) -> int:
     import uvicorn
 
+    from zoetrope.chainlog import LOG_NAME
     from zoetrope.serve import create_app
 
-    if args.chain is not None and not (args.chain / "chain.jsonl").is_file():
+    if args.chain is not None and not (args.chain / LOG_NAME).is_file():
         raise UserError(f"{args.chain}: not a chain folder (no chain.jsonl)")
     if args.latest is not None and not args.latest.is_dir():
         raise UserError(f"--latest {args.latest}: no such folder")
@@ -97,9 +98,11 @@ def start_display(folder: Path, config, host: str, port: int, state=None):
 def service_args(args, config) -> argparse.Namespace:
     """`loop --service --out DIR`: a restart finds DIR holding a chain; resume it, or start a new one beside
     it, as `service.on_restart` says."""
+    from zoetrope.chainlog import LOG_NAME
+
     if args.out is None:
         raise UserError("--service needs --out DIR (the chain it resumes after a restart)")
-    if args.resume is not None or not (args.out / "chain.jsonl").exists():
+    if args.resume is not None or not (args.out / LOG_NAME).exists():
         return args
     if config.service.on_restart == "resume":
         return argparse.Namespace(**(vars(args) | {

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
+from zoetrope.chainlog import STEP_IMAGE_PATTERN, step_image_name
 from zoetrope.config import RetentionSettings
 
 log = logging.getLogger(__name__)
-
-_STEP_IMAGE = re.compile(r"^step-(\d{6,})\.png$")
-
 
 def step_images(folder: Path) -> dict[int, int]:
     """{step: size in bytes} of the step images present in `folder`."""
     found = {}
     with os.scandir(folder) as entries:
         for entry in entries:
-            match = _STEP_IMAGE.match(entry.name)
+            match = STEP_IMAGE_PATTERN.match(entry.name)
             if match and entry.is_file():
                 found[int(match.group(1))] = entry.stat().st_size
     return found
@@ -57,7 +54,7 @@ def apply_retention(folder: Path, last_step: int, settings: RetentionSettings) -
     doomed = plan_deletions(step_images(folder), last_step, settings)
     for step in doomed:
         try:
-            (Path(folder) / f"step-{step:06d}.png").unlink()
+            (Path(folder) / step_image_name(step)).unlink()
         except FileNotFoundError:
             pass
     if doomed:

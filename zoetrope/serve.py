@@ -28,7 +28,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from zoetrope.chainlog import LOG_NAME
+from zoetrope.chainlog import LOG_NAME, STEP_IMAGE_PATTERN
 from zoetrope.config import DisplaySettings, LoopConfig
 from zoetrope.watchdog import HEARTBEAT_NAME, read_heartbeat
 
@@ -151,7 +151,7 @@ class ChainWatcher:
         times = []
         with contextlib.suppress(OSError):
             for entry in os.scandir(self.folder):
-                if entry.name.startswith("step-") and entry.name.endswith(".png"):
+                if STEP_IMAGE_PATTERN.match(entry.name):
                     mtime = entry.stat().st_mtime
                     if now - mtime <= 3600:
                         times.append(mtime)
