@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from zoetrope.cli import main
 from zoetrope.config import LoopConfig
@@ -64,3 +65,19 @@ def test_taesd_is_a_decoder_not_a_painter():
     assert PRESETS["taesd"].role == PRESETS["taesdxl"].role == "decoder"
     with pytest.raises(UserError, match="'taesd' is a decoder preset, but a painter was asked for"):
         resolve("painter", "taesd")
+
+
+def test_decoder_presets_resolve_to_their_hub_ids(cpu, monkeypatch):
+    """`--vae taesdxl` names a preset, not a Hub id; the loader sees the preset's repo id."""
+    import diffusers
+
+    from zoetrope.models import ModelRef, load_taesd
+
+    seen = []
+    monkeypatch.setattr(diffusers.AutoencoderTiny, "from_pretrained", lambda source, **kw: seen.append(source) or torch.nn.Identity())
+    painter = ModelRef("painter", "stabilityai/sd-turbo", "stabilityai/sd-turbo")
+    xl = ModelRef("painter", "stabilityai/sdxl-turbo", "stabilityai/sdxl-turbo")
+    load_taesd("taesdxl", painter, cpu)
+    load_taesd("taesd", painter, cpu)
+    load_taesd("taesd", xl, cpu)
+    assert seen == ["madebyollin/taesdxl", "madebyollin/taesd", "madebyollin/taesdxl"]

@@ -198,15 +198,12 @@ def load_taesd(spec: str, painter: ModelRef, plan: DevicePlan):
     """The tiny autoencoder (TAESD) matching the painter's latent space: fast previews and films."""
     from diffusers import AutoencoderTiny
 
-    if spec == "taesd":
-        if painter.id == TINY:
-            from zoetrope.tiny import ensure_tiny_taesd
+    if spec == "taesd" and painter.id == TINY:
+        from zoetrope.tiny import ensure_tiny_taesd
 
-            source = str(ensure_tiny_taesd())
-        else:
-            source = PRESETS["taesdxl" if "xl" in painter.id.lower() else "taesd"].repo_id
-    else:
-        source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
+        source = str(ensure_tiny_taesd())
+    else:  # "taesd" follows the painter's latent space; any other preset, folder or Hub id is taken as named
+        source = resolve("decoder", "taesdxl" if spec == "taesd" and "xl" in painter.id.lower() else spec).source
     ref = ModelRef("decoder", source, source)
     try:
         return AutoencoderTiny.from_pretrained(source, dtype=plan.dtype).to(plan.device)
