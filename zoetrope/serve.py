@@ -264,7 +264,7 @@ def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
         async def follow():
             while not stopping.is_set():
                 try:
-                    watcher.poll()
+                    await asyncio.to_thread(watcher.poll)  # never block the event loop on the disk
                 except OSError as exc:  # a vanished or unreadable file: keep showing the last image
                     log.warning("reading the chain failed: %s", exc)
                 await asyncio.sleep(POLL_S)
