@@ -95,3 +95,10 @@ def test_bad_playback_settings_and_a_missing_image(tmp_path, capsys):
     assert code == 2 and err.strip() == f"error: {folder}: cannot play, missing image(s): step-000003.png"
     assert not (tmp_path / "x.mp4").exists()
     assert json.loads((folder / "chain.jsonl").read_text().splitlines()[0])["run_id"] == "c"
+
+
+def test_slide_lengths_follow_the_film_frame_count_rule():
+    from zoetrope.interpolate import frame_count
+
+    # 0.25 s at 10 fps is 2.5 frames: halves round up (3), as in films, not to the even 2
+    assert slideshow_plan(3, 0.25, 0.05, 10) == (frame_count(0.25, 10), frame_count(0.05, 10)) == (3, 1)

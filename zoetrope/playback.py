@@ -14,6 +14,7 @@ from PIL import Image
 
 from zoetrope.chainlog import ChainLog
 from zoetrope.errors import UserError
+from zoetrope.interpolate import frame_count
 
 
 @dataclass
@@ -26,8 +27,8 @@ def slideshow_plan(n_images: int, hold: float, crossfade: float, fps: int) -> tu
     """Frames per image and crossfade frames, checked."""
     if fps <= 0:
         raise UserError(f"--fps must be positive but is {fps}")
-    hold_frames = round(hold * fps)
-    fade_frames = round(crossfade * fps)
+    hold_frames = frame_count(hold, fps)
+    fade_frames = frame_count(crossfade, fps)
     if hold_frames < 1:
         raise UserError(f"--hold {hold} at {fps} fps is less than one frame")
     if fade_frames < 0 or fade_frames >= hold_frames:
