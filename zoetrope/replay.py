@@ -200,7 +200,7 @@ def verify_chain(chain: ChainLog, painter, captioner, plan, versions: dict, min_
                 image_in = previous
                 notes.append(f"input {name_in} {input_file.status}: used the regenerated image")
         if name_in is not None and image_in is None:
-            notes.append(f"input {name_in} is {check_file(chain, name_in, record.get('input_sha256')).status}; "
+            notes.append(f"input {name_in} is {input_file.status}; "
                          "cannot regenerate this step")
             check = StepCheck(record["step"], record["image"], file.status, None, False, False, notes=notes)
             checks.append(check)
