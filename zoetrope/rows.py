@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from zoetrope.chainlog import write_durable
 from zoetrope.errors import UserError
 
 MAX_ROWS = 64
@@ -67,7 +68,5 @@ def call_rows(cache: Path, identity: dict, params, measure) -> int:
     if key not in choices:
         choices[key] = measure()
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(choices, indent=1, sort_keys=True) + "\n")
-        tmp.replace(path)
+        write_durable(path, (json.dumps(choices, indent=1, sort_keys=True) + "\n").encode())
     return int(choices[key])
