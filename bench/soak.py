@@ -55,8 +55,7 @@ def main() -> int:
 
     from zoetrope.chain import Chain
     from zoetrope.config import LoopConfig
-    from zoetrope.loop import StopFlag, gallery_extras, open_models, start_run
-    from zoetrope.resilience import Runner
+    from zoetrope.loop import StopFlag, gallery_extras, open_models, run_chain, start_run
 
     config = LoopConfig.model_validate({
         "name": "soak", "seed": 1, "paint": {"width": args.size, "height": args.size, "steps": 1},
@@ -88,8 +87,7 @@ def main() -> int:
                 print(f"  step {n:>6}  {rate:6.2f} steps/s  rss {rss_bytes() / 2**20:8.1f} MiB  "
                       f"files {len(os.listdir(folder))}", flush=True)
 
-        runner = Runner(chain, writer, config, StopFlag(), extras, on_step)
-        done = runner.run(point.image, point.input_name, point.input_sha256, until=steps)
+        done = run_chain(chain, writer, point, steps, StopFlag(), on_step, extras)
         elapsed = time.perf_counter() - marks["t0"]
         end_rss = rss_bytes()
         leftover = [c for c in child_processes() if c not in children_before]
