@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ class Measure:
     """A similarity in [-1, 1] (1 = same) between two items, and the words that say how it was computed."""
 
     method: str
-    embed: Callable[[list], list]  # items -> one vector each (word overlap: the texts themselves)
+    embed: Callable[[list], list] | None  # items -> one vector each, compared by cosine
+    pairwise: Callable[[Any, Any], float] | None = None  # or a direct comparison of two items
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,8 +63,10 @@ def painter_text_embedder(painter) -> Measure:
 
 
 def word_overlap() -> Measure:
-    """No model at all: pairwise word-sequence ratio, computed in `caption_series`."""
-    return Measure("word overlap (difflib ratio on words, the repetition guard's measure)", lambda texts: texts)
+    """No model at all: the repetition guard's word-sequence ratio of two captions."""
+    from zoetrope.chain import caption_similarity
+
+    return Measure("word overlap (difflib ratio on words, the repetition guard's measure)", None, caption_similarity)
 
 
 def vae_embedder(painter, size: int = 256) -> Measure:
@@ -95,14 +99,14 @@ def pixel_embedder(size: int = 32) -> Measure:
     return Measure(f"pixel statistics (correlation of {size}x{size} RGB thumbnails)", embed)
 
 
-def series(measure: Measure, items: list, start_index: int = 0) -> tuple[list[float | None], list[float | None]]:
-    """Similarity of each item to the previous one and to item `start_index`; None where an item is None."""
-    from zoetrope.chain import caption_similarity
-
+def series(measure: Measure, items: list) -> tuple[list[float | None], list[float | None]]:
+    """Similarity of each item to the previous one and to the first; None where an item is None."""
     present = [i for i, item in enumerate(items) if item is not None]
-    if measure.method.startswith("word overlap"):
+    if measure.pairwise is not None:
+        pairwise = measure.pairwise
+
         def sim(i: int, j: int) -> float:
-            return caption_similarity(items[i], items[j])
+            return pairwise(items[i], items[j])
     else:
         vectors = dict(zip(present, measure.embed([items[i] for i in present]), strict=True)) if present else {}
 
@@ -113,5 +117,5 @@ def series(measure: Measure, items: list, start_index: int = 0) -> tuple[list[fl
     for i, item in enumerate(items):
         ok = item is not None
         to_previous.append(sim(i, i - 1) if ok and i > 0 and items[i - 1] is not None else None)
-        to_start.append(sim(i, start_index) if ok and items[start_index] is not None else None)
+        to_start.append(sim(i, 0) if ok and items[0] is not None else None)
     return to_previous, to_start
