@@ -135,10 +135,9 @@ class SceneScript(BaseModel):
         seed = self.keyframes[i].seed
         return (self.seed + i) % 2**31 if seed is None else seed
 
-    def frame_count(self, fps: float | None = None) -> int:
+    def frame_count(self) -> int:
         """The frame-count rule: sum of round(hold x fps) plus sum of round(transition x fps)."""
-        fps = self.fps if fps is None else fps
-        return sum(frame_count(k.hold, fps) + frame_count(self.transition_of(i), fps)
+        return sum(frame_count(k.hold, self.fps) + frame_count(self.transition_of(i), self.fps)
                    for i, k in enumerate(self.keyframes))
 
 

@@ -23,7 +23,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -72,7 +72,6 @@ class WalkStats:
     rendered: int = 0
     seconds: float = 0.0
     calls: int = 0
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         rate = f", {self.rendered / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
@@ -104,13 +103,13 @@ def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: i
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def plan_scene(name: str, script: SceneScript, identity: dict, *, fps: float | None = None,
+def plan_scene(name: str, script: SceneScript, identity: dict, *,
                width: int | None = None, height: int | None = None, rows: int = ROWS) -> ScenePlan:
-    """Lay out a scene's frames by the frame-count rule (at `fps`, default the script's).
+    """Lay out a scene's frames by the frame-count rule at the script's fps.
 
     `rows` is the painter call width the frames will be rendered at (part of their keys; see the top).
     """
-    fps = script.fps if fps is None else fps
+    fps = script.fps
     width, height = width or script.width, height or script.height
     jobs: list[Job] = []
     sequence: list[int] = []
