@@ -177,7 +177,7 @@ def encode_shots(shots: list[Shot], spec: FilmSpec, feed) -> None:
 
     from zoetrope.film import FrameWriter, burn_subtitle, intertitle_card
 
-    previous, image = None, None
+    previous, image, card_text, card = None, None, None, None
     with FrameWriter(spec.path, spec.fps, spec.size, audio=spec.audio) as writer:
         for shot in tqdm(shots, unit="frame", desc="encode", dynamic_ncols=True, leave=False, position=1):
             if shot.path != previous:  # a hold repeats one cached frame: read it once
@@ -185,7 +185,9 @@ def encode_shots(shots: list[Shot], spec: FilmSpec, feed) -> None:
                 with Image.open(shot.path) as im:
                     image = im.convert("RGB")
                 previous = shot.path
-            frame = intertitle_card(spec.size, shot.card) if shot.card else image
+            if shot.card and shot.card != card_text:  # and one card: draw it once
+                card_text, card = shot.card, intertitle_card(spec.size, shot.card)
+            frame = card if shot.card else image
             if shot.subtitle:
                 frame = burn_subtitle(frame, shot.subtitle)
             writer.write(frame)
