@@ -158,13 +158,17 @@ RestartSec=5
 [Install]
 WantedBy=default.target
 """
+    # One browser command for both ways of starting it (a user service, or a desktop autostart entry)
+    browser = ("/usr/bin/chromium --kiosk --noerrdialogs --disable-infobars --no-first-run "
+               "--disable-session-crashed-bubble --disable-component-update --check-for-update-interval=31536000 "
+               f"--autoplay-policy=no-user-gesture-required {url}")
     kiosk = f"""[Unit]
 Description=Zoetrope kiosk browser (full screen)
 After=graphical-session.target zoetrope-display.service
 PartOf=graphical-session.target
 
 [Service]
-ExecStart=/usr/bin/chromium --kiosk --noerrdialogs --disable-infobars --no-first-run --disable-session-crashed-bubble --disable-component-update --check-for-update-interval=31536000 --autoplay-policy=no-user-gesture-required {url}
+ExecStart={browser}
 Restart=always
 RestartSec=5
 
@@ -175,7 +179,7 @@ WantedBy=graphical-session.target
 Type=Application
 Name=Zoetrope kiosk
 Comment=Full-screen Zoetrope display (use this or zoetrope-kiosk.service, not both)
-Exec=/usr/bin/chromium --kiosk --noerrdialogs --disable-infobars --no-first-run --disable-session-crashed-bubble {url}
+Exec={browser}
 X-GNOME-Autostart-enabled=true
 """
     return {"zoetrope-loop.service": loop, "zoetrope-display.service": display,
