@@ -18,6 +18,7 @@ from PIL import Image
 
 from zoetrope.chainlog import ChainLog
 from zoetrope.errors import ModelLoadError, UserError
+from zoetrope.replay import logged_model
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,7 @@ def choose_measures(chain: ChainLog, models: dict, device: str | None, text_mode
     def get_painter():
         nonlocal painter, painter_error
         if painter is None and painter_error is None:
-            logged = chain.header.get("models", {}).get("painter", {})
-            spec = models.get("painter", logged.get("id"))
-            revision = logged.get("revision") if spec == logged.get("id") and spec != "tiny" else None
+            spec, revision = logged_model(chain, "painter", models)
             try:
                 painter = load_painter(spec, plan, revision)
             except UserError as exc:

@@ -162,8 +162,8 @@ def open_models(painter_spec: str, captioner_spec: str, revisions: tuple[str | N
     quiet_libraries()
     plan = pick_device(device)
     options = speed.options() if speed is not None else SpeedOptions()
-    painter = load_painter(painter_spec, plan, None if painter_spec == "tiny" else revisions[0], options)
-    captioner = load_captioner(captioner_spec, plan, None if captioner_spec == "tiny" else revisions[1])
+    painter = load_painter(painter_spec, plan, revisions[0], options)  # `tiny` has no Hub revision: ignored
+    captioner = load_captioner(captioner_spec, plan, revisions[1])
     return painter, captioner, plan
 
 

@@ -91,22 +91,24 @@ def revision_mismatches(header: dict, painter, captioner) -> list[str]:
     return out
 
 
+def logged_model(chain: ChainLog, role: str, models: dict[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The model to load for `role`: the `--models` override, else the logged id with its logged revision."""
+    logged = (chain.header.get("models") or {}).get(role) or {}
+    spec = (models or {}).get(role, logged.get("id"))
+    return spec, logged.get("revision") if spec == logged.get("id") else None
+
+
 def open_chain_models(chain: ChainLog, models: dict[str, str] | None = None, device: str | None = None):
     """Load the models the header names (with their revisions), or the `--models` overrides."""
     from zoetrope.loop import open_models
 
     logged = chain.header.get("models") or {}
-    models = models or {}
-    try:
-        painter_id, captioner_id = logged["painter"]["id"], logged["captioner"]["id"]
-    except (KeyError, TypeError):
-        raise UserError(f"{chain.folder / LOG_NAME}:1: header names no painter/captioner models") from None
-    painter_spec = models.get("painter", painter_id)
-    captioner_spec = models.get("captioner", captioner_id)
-    revisions = (
-        logged["painter"].get("revision") if painter_spec == painter_id else None,
-        logged["captioner"].get("revision") if captioner_spec == captioner_id else None,
-    )
+    if not (isinstance(logged, dict) and all(isinstance(logged.get(role), dict) and "id" in logged[role]
+                                             for role in ("painter", "captioner"))):
+        raise UserError(f"{chain.folder / LOG_NAME}:1: header names no painter/captioner models")
+    (painter_spec, painter_revision), (captioner_spec, captioner_revision) = (
+        logged_model(chain, "painter", models), logged_model(chain, "captioner", models))
+    revisions = (painter_revision, captioner_revision)
     # The logged speed settings matter: a TAESD decoder paints other pixels than the full VAE.
     from zoetrope.config import LoopConfig
 
