@@ -3,7 +3,7 @@
 
 import sys
 
-from zoetrope.cli import main
+from zoetrope.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zoetrope.film import FrameWriter  # noqa: E402
+from zoetrope.film.encode import FrameWriter  # noqa: E402
 
 
 def make_frames(n: int, size: int) -> list[np.ndarray]:

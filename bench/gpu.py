@@ -25,15 +25,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from zoetrope.caption import Captioner  # noqa: E402
-from zoetrope.chain import Chain  # noqa: E402
-from zoetrope.chainlog import ChainWriter  # noqa: E402
-from zoetrope.config import LoopConfig  # noqa: E402
-from zoetrope.loop import step_record  # noqa: E402
-from zoetrope.models import DevicePlan, ModelRef, SpeedOptions, apply_speed, pick_device, quiet_libraries  # noqa: E402
-from zoetrope.paint import Painter, PaintParams  # noqa: E402
-from zoetrope.rows import measure_rows  # noqa: E402
-from zoetrope.walk import ROWS  # noqa: E402
+from zoetrope.film.rows import measure_rows  # noqa: E402
+from zoetrope.film.walk import ROWS  # noqa: E402
+from zoetrope.loop.chain import Chain  # noqa: E402
+from zoetrope.loop.chainlog import ChainWriter  # noqa: E402
+from zoetrope.loop.run import step_record  # noqa: E402
+from zoetrope.settings.loop import LoopConfig  # noqa: E402
+from zoetrope.settings.params import (
+    PaintParams,  # noqa: E402
+    SpeedOptions,
+)
+from zoetrope.stages.caption import Captioner  # noqa: E402
+from zoetrope.stages.device import DevicePlan, pick_device
+from zoetrope.stages.models import apply_speed, quiet_libraries  # noqa: E402
+from zoetrope.stages.paint import Painter
+from zoetrope.stages.presets import ModelRef
 
 # Dense fp16/bf16 tensor-core peaks (FLOP/s), from the vendors' datasheets.
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "RTX 4090": 165e12, "A10G": 70e12}

@@ -39,7 +39,7 @@ def loop_cmd(config: Path, folder: Path, steps: int) -> list[str]:
 
 def observe(folder: Path, seen: dict[int, str]) -> int:
     """Record every committed step's hash; a step seen before must keep its hash. Returns the last step."""
-    from zoetrope.chainlog import read_chain
+    from zoetrope.loop.chainlog import read_chain
 
     if not (folder / "chain.jsonl").is_file():
         return 0
@@ -69,7 +69,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-    from zoetrope.chainlog import TEMP_SUFFIX, read_chain, sha256_file
+    from zoetrope.base.files import sha256_file
+    from zoetrope.loop.chainlog import TEMP_SUFFIX, read_chain
 
     with tempfile.TemporaryDirectory(prefix="zoetrope-kill-") as tmp:
         tmp = Path(tmp)

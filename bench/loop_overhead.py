@@ -24,10 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from zoetrope.chain import Chain, step_seed  # noqa: E402
-from zoetrope.config import LoopConfig  # noqa: E402
-from zoetrope.loop import Resumable, StopFlag, progress_line, run_chain, start_run  # noqa: E402
-from zoetrope.models import load_captioner, load_painter, pick_device, quiet_libraries  # noqa: E402
+from zoetrope.loop.chain import Chain, step_seed  # noqa: E402
+from zoetrope.loop.run import Resumable, StopFlag, progress_line, run_chain, start_run  # noqa: E402
+from zoetrope.settings.loop import LoopConfig  # noqa: E402
+from zoetrope.stages.device import pick_device  # noqa: E402
+from zoetrope.stages.models import load_captioner, load_painter, quiet_libraries
 
 
 def bench_config(size: int, steps: int) -> LoopConfig:

@@ -53,9 +53,9 @@ def main() -> int:
     args = parser.parse_args()
     steps = 300 if args.quick else args.steps
 
-    from zoetrope.chain import Chain
-    from zoetrope.config import LoopConfig
-    from zoetrope.loop import StopFlag, gallery_extras, open_models, run_chain, start_run
+    from zoetrope.loop.chain import Chain
+    from zoetrope.loop.run import StopFlag, gallery_extras, open_models, run_chain, start_run
+    from zoetrope.settings.loop import LoopConfig
 
     config = LoopConfig.model_validate({
         "name": "soak", "seed": 1, "paint": {"width": args.size, "height": args.size, "steps": 1},

@@ -2,7 +2,7 @@
 
     python bench/walk.py [--quick] [--padded] [--size 64] [--steps 4] [--frames 64]
 
-Both sides run the same code (zoetrope.walk.render_missing into a fresh cache: embeddings and noise once per
+Both sides run the same code (zoetrope.film.walk.render_missing into a fresh cache: embeddings and noise once per
 keyframe, slerp/lerp per frame, PNG write per frame) after a warm-up; only the painter call width differs:
 8 rows per call (batched) vs 1 row per call (one at a time, no padding). Padded one-at-a-time (`--batch-size
 1` in `render`, which keeps frames byte-identical to batched) is measured with `--padded`, for honesty: it
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def timed_walk(painter, script, identity, rows: int, batch_size: int) -> tuple[float, int]:
-    from zoetrope.walk import plan_scene, render_missing
+    from zoetrope.film.walk import plan_scene, render_missing
 
     plan = plan_scene("bench", script, identity, rows=rows)
     with tempfile.TemporaryDirectory() as tmp:
@@ -47,9 +47,10 @@ def main() -> None:
 
     import torch
 
-    from zoetrope.models import load_painter, pick_device, quiet_libraries
-    from zoetrope.scene import SceneScript
-    from zoetrope.walk import ROWS, painter_identity
+    from zoetrope.film.walk import ROWS, painter_identity
+    from zoetrope.settings.scene import SceneScript
+    from zoetrope.stages.device import pick_device
+    from zoetrope.stages.models import load_painter, quiet_libraries
 
     quiet_libraries()
     painter = load_painter("tiny", pick_device("cpu"))

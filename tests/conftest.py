@@ -13,14 +13,14 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def cpu():
-    from zoetrope.models import pick_device
+    from zoetrope.stages.device import pick_device
 
     return pick_device("cpu")
 
 
 @pytest.fixture(scope="session")
 def tiny_painter(cpu):
-    from zoetrope.models import load_painter, quiet_libraries
+    from zoetrope.stages.models import load_painter, quiet_libraries
 
     quiet_libraries()
     return load_painter("tiny", cpu)
@@ -28,7 +28,7 @@ def tiny_painter(cpu):
 
 @pytest.fixture(scope="session")
 def tiny_captioner(cpu):
-    from zoetrope.models import load_captioner, quiet_libraries
+    from zoetrope.stages.models import load_captioner, quiet_libraries
 
     quiet_libraries()
     return load_captioner("tiny", cpu)

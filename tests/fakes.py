@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from zoetrope.models import ModelRef
+from zoetrope.stages.presets import ModelRef
 
 
 def _image_key(image: Image.Image) -> str:

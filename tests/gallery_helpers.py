@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.fakes import FakeCaptioner, FakePainter
-from zoetrope.chain import Chain
-from zoetrope.chainlog import ChainWriter
-from zoetrope.config import LoopConfig
-from zoetrope.resilience import Extras, Runner
-from zoetrope.watchdog import LoopState, Watchdog
+from zoetrope.loop.care.watchdog import LoopState, Watchdog
+from zoetrope.loop.chain import Chain
+from zoetrope.loop.chainlog import ChainWriter
+from zoetrope.loop.runner import Extras, Runner
+from zoetrope.settings.loop import LoopConfig
 
 
 def config(**changes) -> LoopConfig:
@@ -64,7 +64,7 @@ def append_step(folder: Path, caption: str, energy_j: float | None = None, colou
     import numpy as np
     from PIL import Image
 
-    from zoetrope.chainlog import read_chain, step_image_name
+    from zoetrope.loop.chainlog import read_chain, step_image_name
 
     chain = read_chain(folder)
     n = chain.last_step + 1

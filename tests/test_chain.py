@@ -6,8 +6,8 @@ import numpy as np
 from PIL import Image
 
 from tests.fakes import FakeCaptioner, FakePainter
-from zoetrope.chain import Chain, RepetitionGuard, caption_similarity, step_seed
-from zoetrope.config import GuardSettings, LoopConfig
+from zoetrope.loop.chain import Chain, RepetitionGuard, caption_similarity, step_seed
+from zoetrope.settings.loop import GuardSettings, LoopConfig
 
 
 def config(**changes) -> LoopConfig:

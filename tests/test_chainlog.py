@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoetrope.chainlog import ChainLogError, ChainWriter, encode_png, read_chain, sha256_file, step_image_name
+from zoetrope.base.files import sha256_file
+from zoetrope.loop.chainlog import ChainLogError, ChainWriter, encode_png, read_chain, step_image_name
 
 
 def header(**changes):
@@ -124,7 +125,7 @@ def test_create_refuses_an_existing_chain(tmp_path):
 
 
 def test_read_header_reads_only_the_first_line(tmp_path):
-    from zoetrope.chainlog import read_header
+    from zoetrope.loop.chainlog import read_header
 
     folder = tmp_path / "c"
     folder.mkdir()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from zoetrope.chainlog import read_chain, sha256_file
-from zoetrope.cli import main
+from zoetrope.base.files import sha256_file
+from zoetrope.cli.main import main
+from zoetrope.loop.chainlog import read_chain
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from zoetrope.config import LoopConfig, load_loop_config
-from zoetrope.errors import UserError
+from zoetrope.base.errors import UserError
+from zoetrope.settings.loop import LoopConfig, load_loop_config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoetrope.errors import UserError
-from zoetrope.images import MAX_SIDE, load_image
+from zoetrope.base.errors import UserError
+from zoetrope.base.images import MAX_SIDE, load_image
 
 
 def save(tmp_path, image: Image.Image, name: str, **kwargs):
@@ -39,7 +39,7 @@ def test_huge_images_are_shrunk(tmp_path):
 
 
 def test_decompression_bombs_are_refused(tmp_path, monkeypatch):
-    import zoetrope.images as images
+    import zoetrope.base.images as images
 
     monkeypatch.setattr(images, "MAX_PIXELS", 1000)
     path = save(tmp_path, Image.new("RGB", (100, 100)), "big.png")

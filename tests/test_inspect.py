@@ -11,9 +11,9 @@ import pytest
 
 from tests import test_replay as shared
 from tests.test_replay import run_cli, snapshot
-from zoetrope.chainlog import read_chain, step_image_name
-from zoetrope.errors import ModelLoadError
-from zoetrope.inspect_report import write_report
+from zoetrope.base.errors import ModelLoadError
+from zoetrope.curate.report import write_report
+from zoetrope.loop.chainlog import read_chain, step_image_name
 
 chain6, copy6 = shared.chain6, shared.copy6  # the session's 6-step tiny chain, and a fresh copy per test
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,8 +100,8 @@ def test_report_refuses_to_write_into_the_chain_folder(copy6, capsys):
 
 
 def test_totals_count_partial_energy():
-    from zoetrope.chainlog import ChainLog
-    from zoetrope.inspect_report import totals
+    from zoetrope.curate.report import totals
+    from zoetrope.loop.chainlog import ChainLog
 
     steps = [{"step": 1, "seconds": {"total": 1.5}, "energy_j": 10.0, "events": []},
              {"step": 2, "seconds": {"total": 2.0}, "energy_j": None, "events": [{"kind": "repetition_guard"}]}]

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from zoetrope.interpolate import EASINGS, frame_count, lerp, slerp, transition_ts
+from zoetrope.film.interpolate import lerp, slerp
+from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
 
 
 def gaussian(seed: int, shape=(4, 8, 8)) -> torch.Tensor:

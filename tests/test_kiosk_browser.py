@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from tests.gallery_helpers import append_step, config, make_chain
-from zoetrope.serve import ServerThread, create_app
+from zoetrope.gallery.serve import ServerThread, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from zoetrope.caption import CaptionParams
-from zoetrope.errors import ModelLoadError, UserError
-from zoetrope.models import PRESETS, TINY, cache_dir, load_captioner, load_painter, pick_device, resolve
-from zoetrope.paint import PaintParams
+from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.settings.params import CaptionParams, PaintParams
+from zoetrope.stages.device import pick_device
+from zoetrope.stages.models import load_captioner, load_painter, resolve
+from zoetrope.stages.presets import PRESETS, TINY, cache_dir
 
 SMALL = PaintParams(steps=2, width=64, height=64)
 

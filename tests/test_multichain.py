@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image
 
 from tests.test_cli_loop import SMALL
-from zoetrope.chainlog import read_chain
-from zoetrope.cli import main
-from zoetrope.multichain import BatchGate
+from zoetrope.cli.main import main
+from zoetrope.loop.chainlog import read_chain
+from zoetrope.loop.multichain import BatchGate
 
 
 def same_pixels(a, b) -> bool:

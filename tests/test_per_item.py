@@ -5,9 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zoetrope import per_item
-from zoetrope.caption import CaptionParams
-from zoetrope.paint import PaintParams
+from zoetrope.settings.params import CaptionParams, PaintParams
+from zoetrope.stages import per_item
 
 PROMPTS, SEEDS = ["a lighthouse in fog", "a red house", "two cats", "x"], [11, 7, 9, 3]
 

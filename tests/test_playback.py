@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from tests.test_replay import run_cli
-from zoetrope.chainlog import ChainWriter, read_chain, step_image_name
-from zoetrope.errors import UserError
-from zoetrope.playback import play_chain, slideshow_plan
+from zoetrope.base.errors import UserError
+from zoetrope.curate.playback import play_chain, slideshow_plan
+from zoetrope.loop.chainlog import ChainWriter, read_chain, step_image_name
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)]
 
@@ -78,7 +78,7 @@ def test_start_image_is_the_first_slide_and_captions_go_to_the_srt(tmp_path, cap
 
 
 def test_prompt_started_step_one_is_subtitled_with_its_prompt(tmp_path):
-    from zoetrope.playback import slides
+    from zoetrope.curate.playback import slides
 
     shown = slides(read_chain(fake_chain(tmp_path / "c", with_start=False)))
     assert [text for _, text in shown] == ["prompt 1", "caption 2", "caption 3", "caption 4"]
@@ -98,7 +98,7 @@ def test_bad_playback_settings_and_a_missing_image(tmp_path, capsys):
 
 
 def test_slide_lengths_follow_the_film_frame_count_rule():
-    from zoetrope.interpolate import frame_count
+    from zoetrope.settings.timing import frame_count
 
     # 0.25 s at 10 fps is 2.5 frames: halves round up (3), as in films, not to the even 2
     assert slideshow_plan(3, 0.25, 0.05, 10) == (frame_count(0.25, 10), frame_count(0.05, 10)) == (3, 1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoetrope import png
+from zoetrope.base import png
 
 
 @pytest.mark.parametrize("mode, shape", [("RGB", (37, 53, 3)), ("RGBA", (8, 1, 4)), ("L", (1, 9)), ("RGB", (256, 256, 3))])

@@ -6,11 +6,11 @@ import pytest
 
 from tests.fakes import FakeCaptioner
 from tests.gallery_helpers import config, make_runner
-from zoetrope.chainlog import read_chain
-from zoetrope.config import LoopConfig, PolicySettings
-from zoetrope.errors import ModelLoadError, UserError
-from zoetrope.policy import Blocklist, ContentPolicy, load_policy
-from zoetrope.resilience import Extras, StepFailed
+from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.loop.care.policy import Blocklist, ContentPolicy, load_policy
+from zoetrope.loop.chainlog import read_chain
+from zoetrope.loop.runner import Extras, StepFailed
+from zoetrope.settings.loop import LoopConfig, PolicySettings
 
 
 def test_blocklist_matches_whole_words_and_phrases_in_any_case_and_script():
@@ -108,7 +108,7 @@ def test_policy_config_rejects_bad_values():
 
 
 def test_a_start_prompt_the_policy_blocks_is_an_error(tmp_path):
-    from zoetrope.loop import gallery_extras
+    from zoetrope.loop.run import gallery_extras
 
     cfg = config(start={"prompt": "a knife on a table"}, policy={"blocklist": ["Knife"]})
     with pytest.raises(UserError, match="start.prompt: contains the blocked term 'knife'"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from zoetrope.cli import main
-from zoetrope.film import probe
-from zoetrope.scene import load_film
+from zoetrope.cli.main import main
+from zoetrope.film.encode import probe
+from zoetrope.settings.scene import load_film
 
 SCRIPT = """\
 # test scene
@@ -102,7 +102,7 @@ def test_film_of_a_chain(tmp_path, capsys):
                             "--transition", "0.5", "--out", str(film))
     assert code == 0, err
     assert probe(film)["frames"] == 3 * 2 + 2 * 2
-    from zoetrope.chainlog import read_chain
+    from zoetrope.loop.chainlog import read_chain
 
     steps = read_chain(chain).steps
     srt = film.with_suffix(".srt").read_text()
@@ -159,19 +159,19 @@ def test_missing_chain_exits_2(tmp_path, capsys):
 
 
 def test_a_failure_while_encoding_leaves_no_film(tmp_path, capsys, monkeypatch):
-    import zoetrope.film
+    import zoetrope.film.encode
 
     script = tmp_path / "moon.yaml"
     script.write_text(SCRIPT)
     film = tmp_path / "f.mp4"
-    real = zoetrope.film.FrameWriter.write
+    real = zoetrope.film.encode.FrameWriter.write
 
     def failing(self, frame):
         if self.frames_written == 5:
             raise OSError("disk full")
         real(self, frame)
 
-    monkeypatch.setattr(zoetrope.film.FrameWriter, "write", failing)
+    monkeypatch.setattr(zoetrope.film.encode.FrameWriter, "write", failing)
     with pytest.raises(OSError, match="disk full"):
         main(["render", str(script), "--models", "tiny", "--out", str(film), "--cache-root", str(tmp_path / "c")])
     assert not film.exists() and not list(tmp_path.glob(".*mp4"))
@@ -193,12 +193,12 @@ def test_call_width_is_chosen_once_per_cache_and_can_be_set(tmp_path, capsys):
 
 
 def test_a_failure_while_painting_stops_the_encoder_and_leaves_no_film(tmp_path, capsys, monkeypatch):
-    import zoetrope.walk
+    import zoetrope.film.walk
 
     script = tmp_path / "moon.yaml"
     script.write_text(SCRIPT)
     film = tmp_path / "f.mp4"
-    real, calls = zoetrope.walk.Walker.paint, []
+    real, calls = zoetrope.film.walk.Walker.paint, []
 
     def failing(self, jobs):
         calls.append(len(jobs))
@@ -206,7 +206,7 @@ def test_a_failure_while_painting_stops_the_encoder_and_leaves_no_film(tmp_path,
             raise RuntimeError("CUDA error: an illegal memory access")
         return real(self, jobs)
 
-    monkeypatch.setattr(zoetrope.walk.Walker, "paint", failing)
+    monkeypatch.setattr(zoetrope.film.walk.Walker, "paint", failing)
     with pytest.raises(RuntimeError, match="illegal memory access"):
         main(["render", str(script), "--models", "tiny", "--out", str(film), "--rows", "2",
               "--cache-root", str(tmp_path / "c")])

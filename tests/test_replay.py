@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from zoetrope.chainlog import LOG_NAME, read_chain, sha256_file, step_image_name
-from zoetrope.cli import main
-from zoetrope.config import LoopConfig
-from zoetrope.errors import UserError
+from zoetrope.base.errors import UserError
+from zoetrope.base.files import sha256_file
+from zoetrope.cli.main import main
+from zoetrope.loop.chainlog import LOG_NAME, read_chain, step_image_name
+from zoetrope.settings.loop import LoopConfig
 
 SMALL = {"seed": 5, "steps": 6, "paint": {"width": 64, "height": 64}, "models": {"painter": "tiny", "captioner": "tiny"},
          "guard": {"threshold": 0.3}}  # a low threshold: the guard fires within six random-word captions
@@ -20,7 +21,7 @@ SMALL = {"seed": 5, "steps": 6, "paint": {"width": 64, "height": 64}, "models": 
 
 def make_chain(folder: Path, painter, captioner, plan, **changes) -> Path:
     """Run a chain in-process with the session's tiny models (what `loop --models tiny` writes)."""
-    from zoetrope.loop import drive, start_run
+    from zoetrope.loop.run import drive, start_run
 
     config = LoopConfig.model_validate(SMALL | changes)
     writer, point = start_run(folder, config, None, painter, captioner, plan)
@@ -100,8 +101,8 @@ def test_verify_names_an_overwritten_a_missing_and_a_reencoded_image(copy6, caps
 
 
 def test_verify_uses_a_tolerance_when_the_environment_differs(copy6, tiny_painter, tiny_captioner, cpu):
-    from zoetrope.loop import library_versions
-    from zoetrope.replay import verify_chain
+    from zoetrope.curate.replay import verify_chain
+    from zoetrope.loop.run import library_versions
 
     chain = read_chain(copy6)
     chain.header["device"] = "cuda"
@@ -117,8 +118,8 @@ def test_verify_uses_a_tolerance_when_the_environment_differs(copy6, tiny_painte
 
 
 def test_verify_reports_model_revision_mismatch(copy6, tiny_painter, tiny_captioner, cpu):
-    from zoetrope.loop import library_versions
-    from zoetrope.replay import verify_chain
+    from zoetrope.curate.replay import verify_chain
+    from zoetrope.loop.run import library_versions
 
     chain = read_chain(copy6)
     chain.header["models"]["painter"]["revision"] = "abc123"
@@ -128,7 +129,7 @@ def test_verify_reports_model_revision_mismatch(copy6, tiny_painter, tiny_captio
 
 
 def test_pixel_stats():
-    from zoetrope.replay import pixel_stats
+    from zoetrope.curate.replay import pixel_stats
 
     a = Image.new("RGB", (8, 8), (10, 10, 10))
     b = a.copy()
@@ -235,7 +236,7 @@ def test_fork_rejects_bad_options_before_writing(copy6, capsys):
 
 
 def test_fork_config_is_validated_through_loop_config(copy6):
-    from zoetrope.replay import fork_config
+    from zoetrope.curate.replay import fork_config
 
     config = fork_config(read_chain(copy6), 4, {"models.painter": "sd-turbo", "seed": 3})
     assert config.models.painter == "sd-turbo" and config.models.painter_revision is None

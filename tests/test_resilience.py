@@ -15,15 +15,16 @@ from PIL import Image
 
 from tests.fakes import FakeCaptioner, FakePainter
 from tests.gallery_helpers import FakeTime, config, header, make_runner
-from zoetrope import chainlog
-from zoetrope.budget import Budget
-from zoetrope.chain import Chain, step_seed
-from zoetrope.chainlog import ChainWriter, read_chain, sha256_file
-from zoetrope.config import BudgetSettings
-from zoetrope.errors import UserError
-from zoetrope.loop import step_record
-from zoetrope.resilience import Extras, StepFailed, is_black, is_oom
-from zoetrope.watchdog import LoopState, Watchdog, sd_notify
+from zoetrope.base.errors import UserError
+from zoetrope.base.files import is_temp_name, sha256_file, temp_name
+from zoetrope.loop import chainlog
+from zoetrope.loop.care.budget import Budget
+from zoetrope.loop.care.watchdog import LoopState, Watchdog, sd_notify
+from zoetrope.loop.chain import Chain, step_seed
+from zoetrope.loop.chainlog import ChainWriter, read_chain
+from zoetrope.loop.run import step_record
+from zoetrope.loop.runner import Extras, StepFailed, is_black, is_oom
+from zoetrope.settings.loop import BudgetSettings
 
 
 def folder_state(folder):
@@ -37,7 +38,7 @@ def assert_intact(folder, steps: int):
     assert not chain.warnings
     for s in chain.steps:
         assert sha256_file(folder / s["image"]) == s["image_sha256"]
-    assert not [p.name for p in folder.iterdir() if p.name.endswith(chainlog.TEMP_SUFFIX)]
+    assert not [p.name for p in folder.iterdir() if is_temp_name(p.name)]
     images = sorted(p.name for p in folder.glob("step-*.png"))
     assert images == [chainlog.step_image_name(n) for n in range(1, steps + 1)]
     return chain
@@ -98,7 +99,7 @@ def test_a_step_that_keeps_failing_exits_non_zero(tmp_path):
 
 
 def test_drive_exits_with_status_3(tmp_path, monkeypatch):
-    from zoetrope import loop
+    from zoetrope.loop import run as loop
 
     cfg = config(resilience={"retries": 0})
     writer = ChainWriter.create(tmp_path / "c", header(cfg), None, "fake-painter")
@@ -181,7 +182,7 @@ def test_disk_full_on_the_image_pauses_and_resumes_with_the_log_intact(tmp_path,
 
     def write_durable(path, data):
         if full["on"]:  # a temp file half written, then the disk is full
-            path.with_name(f".{path.name}{chainlog.TEMP_SUFFIX}").write_bytes(data[: len(data) // 2])
+            temp_name(path).write_bytes(data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
@@ -345,7 +346,7 @@ class FakeMeter:
 
 
 def test_energy_is_logged_when_measured_and_null_otherwise(tmp_path):
-    from zoetrope.energy import EnergyMeter
+    from zoetrope.loop.care.energy import EnergyMeter
 
     assert EnergyMeter.open("cpu") is None
     runner, *_ = make_runner(tmp_path / "a", config(), extras=Extras(energy=FakeMeter()))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.gallery_helpers import config, make_runner
-from zoetrope.chainlog import read_chain
-from zoetrope.config import LoopConfig, RetentionSettings
-from zoetrope.retention import apply_retention, plan_deletions, step_images
+from zoetrope.loop.care.retention import apply_retention, plan_deletions, step_images
+from zoetrope.loop.chainlog import read_chain
+from zoetrope.settings.loop import LoopConfig, RetentionSettings
 
 
 def sizes(n: int, each: int = 100) -> dict[int, int]:

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from zoetrope.errors import UserError
-from zoetrope.paint import PaintParams
-from zoetrope.rows import MAX_ROWS, call_rows, measure_rows, rows_that_fit
+from zoetrope.base.errors import UserError
+from zoetrope.film.rows import MAX_ROWS, call_rows, measure_rows, rows_that_fit
+from zoetrope.settings.params import PaintParams
 
 GIB = 1 << 30
 

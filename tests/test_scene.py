@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from zoetrope.errors import UserError
-from zoetrope.scene import SceneScript, load_film
+from zoetrope.base.errors import UserError
+from zoetrope.settings.scene import SceneScript, load_film
 
 ROOT = Path(__file__).resolve().parents[1]
 

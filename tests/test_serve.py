@@ -10,8 +10,8 @@ import time
 import pytest
 
 from tests.gallery_helpers import append_step, config, make_chain
-from zoetrope.serve import ServerThread, create_app, safe_chain_file
-from zoetrope.watchdog import LoopState
+from zoetrope.gallery.serve import ServerThread, create_app, safe_chain_file
+from zoetrope.loop.care.watchdog import LoopState
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_serve_latest_follows_the_newest_chain(tmp_path):
 
 
 def test_a_host_other_than_loopback_warns(capsys):
-    from zoetrope.gallery_cli import warn_if_open
+    from zoetrope.cli.gallery import warn_if_open
 
     warn_if_open("127.0.0.1")
     assert capsys.readouterr().err == ""
@@ -182,7 +182,7 @@ def test_a_host_other_than_loopback_warns(capsys):
 
 
 def test_install_service_prints_the_units(capsys, tmp_path):
-    from zoetrope.cli import main
+    from zoetrope.cli.main import main
 
     cfg = tmp_path / "gallery.yaml"
     cfg.write_text("name: gallery\nservice: {watchdog_sec: 120}\n")
@@ -203,7 +203,7 @@ def test_install_service_prints_the_units(capsys, tmp_path):
 def test_service_restart_resumes_or_starts_anew(tmp_path):
     import argparse
 
-    from zoetrope.gallery_cli import service_args
+    from zoetrope.cli.gallery import service_args
 
     out = make_chain(tmp_path / "room", ["x"])
     args = argparse.Namespace(out=out, resume=None, config=tmp_path / "c.yaml", seed=None, start_image=None,

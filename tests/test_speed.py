@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from zoetrope.cli import main
-from zoetrope.config import LoopConfig
-from zoetrope.models import SpeedOptions, load_painter
-from zoetrope.paint import PaintParams
+from zoetrope.cli.main import main
+from zoetrope.settings.loop import LoopConfig
+from zoetrope.settings.params import PaintParams, SpeedOptions
+from zoetrope.stages.models import load_painter
 
 PARAMS = PaintParams(steps=2, width=64, height=64)
 
@@ -44,14 +44,14 @@ def test_speed_section_validates_and_cli_overrides_it(tmp_path, capsys):
     config.write_text("paint:\n  width: 64\n  height: 64\n")
     assert main(["loop", str(config), "--models", "tiny", "--steps", "1", "--vae", "taesd", "--channels-last",
                  "--out", str(tmp_path / "o")]) == 0
-    from zoetrope.chainlog import read_chain
+    from zoetrope.loop.chainlog import read_chain
 
     assert read_chain(tmp_path / "o").header["config"]["speed"] == {
         "attention": "sdpa", "channels_last": True, "compile": False, "vae": "taesd"}
 
 
 def test_missing_taesd_is_an_error_not_the_full_vae(cpu, tmp_path):
-    from zoetrope.errors import ModelLoadError
+    from zoetrope.base.errors import ModelLoadError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="cannot load"):
@@ -59,8 +59,9 @@ def test_missing_taesd_is_an_error_not_the_full_vae(cpu, tmp_path):
 
 
 def test_taesd_is_a_decoder_not_a_painter():
-    from zoetrope.errors import UserError
-    from zoetrope.models import PRESETS, resolve
+    from zoetrope.base.errors import UserError
+    from zoetrope.stages.models import resolve
+    from zoetrope.stages.presets import PRESETS
 
     assert PRESETS["taesd"].role == PRESETS["taesdxl"].role == "decoder"
     with pytest.raises(UserError, match="'taesd' is a decoder preset, but a painter was asked for"):
@@ -71,7 +72,8 @@ def test_decoder_presets_resolve_to_their_hub_ids(cpu, monkeypatch):
     """`--vae taesdxl` names a preset, not a Hub id; the loader sees the preset's repo id."""
     import diffusers
 
-    from zoetrope.models import ModelRef, load_taesd
+    from zoetrope.stages.models import load_taesd
+    from zoetrope.stages.presets import ModelRef
 
     seen = []
     monkeypatch.setattr(diffusers.AutoencoderTiny, "from_pretrained", lambda source, **kw: seen.append(source) or torch.nn.Identity())

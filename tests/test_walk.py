@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zoetrope.scene import SceneScript
-from zoetrope.walk import ROWS, Walker, needed_jobs, painter_identity, plan_scene, render_missing
+from zoetrope.film.walk import ROWS, Walker, needed_jobs, painter_identity, plan_scene, render_missing
+from zoetrope.settings.scene import SceneScript
 
 IDENTITY = {"model": "test", "device": "cpu", "dtype": "float32"}
 
@@ -105,7 +105,7 @@ def test_batch_size_is_checked(tiny_painter, tmp_path):
 def test_frame_feed_hands_frames_over_as_they_appear(tmp_path):
     import threading
 
-    from zoetrope.walk import FrameFeed
+    from zoetrope.film.walk import FrameFeed
 
     feed, got = FrameFeed(), []
     frame = tmp_path / "a.png"

@@ -1,0 +1,93 @@
+"""Atomic file writing and hashing: the one way Zoetrope puts a file on disk.
+
+Every file a reader may open while we write it (step PNGs, chain headers, frames, films, sidecars, heartbeats,
+cache notes) is written under a unique temp name in its own folder, fsynced, renamed over its final name and
+the folder fsynced: a reader sees the whole old file or the whole new one, two writers of one file never
+share a temp name, and a crash leaves only a `*.tmp` that the next writer may sweep away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one of our temp names (what an interrupted write leaves behind)."""
+    return name.startswith(".") and (name.endswith(TEMP_SUFFIX) or ".partial-" in name)
+
+
+def temp_name(path: Path, keep_suffix: bool = False) -> Path:
+    """A fresh sibling name for writing `path`: hidden, unique per call (pid and 64 random bits).
+
+    `keep_suffix` keeps the extension last (`.f.partial-<id>.mp4`) for tools such as ffmpeg that pick the
+    container from it; such names are still recognised by `is_temp_name`.
+    """
+    token = f"{os.getpid()}-{secrets.token_hex(8)}"
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.partial-{token}{path.suffix}")
+    return path.with_name(f".{path.name}.{token}{TEMP_SUFFIX}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX: the directory entry lives in the folder's own inode)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durable(path: Path, data: bytes, sync: bool = True) -> None:
+    """Write `data` as `path`, whole or not at all: unique temp name, fsync, rename, fsync of the folder.
+
+    `sync=False` keeps the atomic rename but skips both fsyncs, for caches that a crash may lose but must
+    never hold half a file (film frames).
+    """
+    path = Path(path)
+    with atomic_path(path, sync=sync) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, sync: bool = True, keep_suffix: bool = False) -> Iterator[Path]:
+    """Yield a unique temp path to write `path` through (by us or by a subprocess such as ffmpeg); on a clean
+    exit it is fsynced and renamed over `path` and the folder fsynced (without the fsyncs when not `sync`);
+    on an error it is removed."""
+    path = Path(path)
+    tmp = temp_name(path, keep_suffix)
+    try:
+        yield tmp
+        replace_durable(tmp, path, sync)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def replace_durable(tmp: Path, path: Path, sync: bool = True) -> None:
+    """Rename a finished temp file over `path`; with `sync`, the file's bytes and the rename reach the disk."""
+    if sync:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    os.replace(tmp, path)
+    if sync:
+        fsync_dir(Path(path).parent)

@@ -1,0 +1,209 @@
+"""Gallery commands: `serve` (the kiosk display) and `install-service` (systemd units for the room), plus
+the helpers `loop --service` and `loop --display` use."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from zoetrope.base.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8765
+
+
+def add_display_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"display port (default {DEFAULT_PORT})")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; anything else opens the display to the LAN)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="full-screen kiosk display of a chain, with /status and /healthz")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--chain", type=Path, metavar="DIR", help="the chain folder to show")
+    which.add_argument("--latest", nargs="?", const=Path("renders/chains"), type=Path, metavar="ROOT",
+                       help="follow the newest chain under ROOT (default renders/chains)")
+    p.add_argument("--config", type=Path, metavar="YAML",
+                   help="loop config whose `display` settings to use (default: the chain's logged config)")
+    add_display_options(p)
+    p.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("install-service", help="print (or --write) systemd units for the loop, display and kiosk")
+    s.add_argument("config", type=Path, help="loop config YAML the service runs")
+    s.add_argument("--chain", type=Path, default=Path("renders/chains/gallery"), metavar="DIR",
+                   help="the chain folder (resumed on every restart; default renders/chains/gallery)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    s.add_argument("--models", metavar="SPEC", help="as for `loop --models`")
+    s.add_argument("--write", action="store_true", help="write the files instead of printing them")
+    s.add_argument("--dir", type=Path, default=Path("~/.config/systemd/user"), help="where --write puts the units")
+    s.add_argument("--autostart-dir", type=Path, default=Path("~/.config/autostart"),
+                   help="where --write puts the desktop autostart entry (the alternative to the kiosk unit)")
+    s.set_defaults(func=cmd_install_service)
+
+
+def warn_if_open(host: str) -> None:
+    from zoetrope.gallery.serve import is_loopback
+
+    if not is_loopback(host):
+        print(f"warning: the display listens on {host}: anyone on the network can see it and its /status. "
+              "Use 127.0.0.1 unless the kiosk browser runs on another machine.", file=sys.stderr)
+
+
+def display_settings_for(folder: Path | None, config_path: Path | None):
+    from zoetrope.loop.chainlog import LOG_NAME, read_header
+    from zoetrope.settings.loop import LoopConfig, load_loop_config
+
+    if config_path is not None:
+        return load_loop_config(config_path)
+    if folder is not None and (folder / LOG_NAME).is_file():
+        return LoopConfig.model_validate(read_header(folder)["config"])
+    return LoopConfig()
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from zoetrope.gallery.serve import create_app
+    from zoetrope.loop.chainlog import LOG_NAME
+
+    if args.chain is not None and not (args.chain / LOG_NAME).is_file():
+        raise UserError(f"{args.chain}: not a chain folder (no chain.jsonl)")
+    if args.latest is not None and not args.latest.is_dir():
+        raise UserError(f"--latest {args.latest}: no such folder")
+    config = display_settings_for(args.chain, args.config)
+    warn_if_open(args.host)
+    app = create_app(args.chain, latest_root=args.latest, config=config)
+    print(f"display on http://{args.host}:{args.port}/ (status: /status, health: /healthz)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
+    return 0
+
+
+def start_display(folder: Path, config, host: str, port: int, state=None):
+    """`loop --display`: the kiosk server in a background thread of the loop process."""
+    from zoetrope.gallery.serve import ServerThread, create_app
+
+    warn_if_open(host)
+    app = create_app(folder, config=config, loop_state=(lambda: state.as_dict()) if state is not None else None)
+    server = ServerThread(app, host, port).start()
+    print(f"display on http://{host}:{server.port}/", flush=True)
+    return server
+
+
+def service_args(args, config) -> argparse.Namespace:
+    """`loop --service --out DIR`: a restart finds DIR holding a chain; resume it, or start a new one beside
+    it, as `service.on_restart` says."""
+    from zoetrope.loop.chainlog import LOG_NAME
+
+    if args.out is None:
+        raise UserError("--service needs --out DIR (the chain it resumes after a restart)")
+    if args.resume is not None or not (args.out / LOG_NAME).exists():
+        return args
+    if config.service.on_restart == "resume":
+        return argparse.Namespace(**(vars(args) | {
+            "resume": args.out, "config": None, "out": None, "seed": None, "start_image": None,
+            "start_prompt": None, "models": None}))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return argparse.Namespace(**(vars(args) | {"out": args.out.with_name(f"{args.out.name}-{stamp}")}))
+
+
+# --------------------------------------------------------------------------------------- install-service
+
+
+def service_files(config: Path, chain: Path, port: int, models: str | None, python: str, repo: Path,
+                  watchdog_sec: int) -> dict[str, str]:
+    """The room's units: the loop (Type=notify, watchdog, restarts), the display server, the kiosk browser."""
+    q = shlex.quote
+    models_opt = f" --models {q(models)}" if models else ""
+    url = f"http://127.0.0.1:{port}/"
+    loop = f"""[Unit]
+Description=Zoetrope gallery loop (caption <-> paint, resumed after every restart)
+StartLimitIntervalSec=3600
+StartLimitBurst=30
+
+[Service]
+Type=notify
+NotifyAccess=main
+WorkingDirectory={repo}
+Environment=PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+ExecStart={q(python)} {q(str(repo / 'run_loop.py'))} loop {q(str(config))} --out {q(str(chain))} --service{models_opt}
+Restart=always
+RestartSec=10
+RestartSteps=5
+RestartMaxDelaySec=300
+# The loop sends WATCHDOG=1 after each step and while it waits: longer than the slowest step.
+WatchdogSec={watchdog_sec}
+TimeoutStartSec=900
+# SIGTERM finishes the step in progress; allow it time.
+TimeoutStopSec=120
+
+[Install]
+WantedBy=default.target
+"""
+    display = f"""[Unit]
+Description=Zoetrope kiosk display server
+After=zoetrope-loop.service
+
+[Service]
+WorkingDirectory={repo}
+ExecStart={q(python)} {q(str(repo / 'run_loop.py'))} serve --latest {q(str(chain.parent))} --port {port}
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=default.target
+"""
+    # One browser command for both ways of starting it (a user service, or a desktop autostart entry)
+    browser = ("/usr/bin/chromium --kiosk --noerrdialogs --disable-infobars --no-first-run "
+               "--disable-session-crashed-bubble --disable-component-update --check-for-update-interval=31536000 "
+               f"--autoplay-policy=no-user-gesture-required {url}")
+    kiosk = f"""[Unit]
+Description=Zoetrope kiosk browser (full screen)
+After=graphical-session.target zoetrope-display.service
+PartOf=graphical-session.target
+
+[Service]
+ExecStart={browser}
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=graphical-session.target
+"""
+    desktop = f"""[Desktop Entry]
+Type=Application
+Name=Zoetrope kiosk
+Comment=Full-screen Zoetrope display (use this or zoetrope-kiosk.service, not both)
+Exec={browser}
+X-GNOME-Autostart-enabled=true
+"""
+    return {"zoetrope-loop.service": loop, "zoetrope-display.service": display,
+            "zoetrope-kiosk.service": kiosk, "zoetrope-kiosk.desktop": desktop}
+
+
+def cmd_install_service(args) -> int:
+    from zoetrope.settings.loop import load_loop_config
+
+    config = load_loop_config(args.config)  # a broken config fails now, not at boot
+    repo = Path(__file__).resolve().parent.parent
+    chain = args.chain if args.chain.is_absolute() else (Path.cwd() / args.chain)
+    files = service_files(args.config.resolve(), chain, args.port, args.models, sys.executable, repo,
+                          config.service.watchdog_sec)
+    if not args.write:
+        for name, text in files.items():
+            print(f"# ---- {name}\n{text}")
+        print("# write them with --write; then see docs/gallery.md (systemctl --user enable ...)")
+        return 0
+    for name, text in files.items():
+        folder = (args.autostart_dir if name.endswith(".desktop") else args.dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+        print(f"wrote {folder / name}")
+    print("next: systemctl --user daemon-reload && systemctl --user enable --now zoetrope-loop zoetrope-display "
+          "zoetrope-kiosk; loginctl enable-linger $USER (start on boot without a login)")
+    return 0

@@ -1,0 +1,329 @@
+"""The inspect report: one self-contained HTML file a curator can open anywhere, offline.
+
+Thumbnails are embedded as base64 JPEG, the drift plot is inline SVG, and a Content-Security-Policy forbids
+every network load, so what the page shows is all inside the file. It reads the chain, never writes to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.curate.replay import logged_model
+from zoetrope.loop.chainlog import ChainLog
+
+log = logging.getLogger(__name__)
+
+THUMB = 256
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+SERIES = (  # (key, label, colour)
+    ("caption_previous", "caption vs previous", "#1f77b4"),
+    ("caption_start", "caption vs start", "#ff7f0e"),
+    ("image_previous", "image vs previous", "#2ca02c"),
+)
+
+
+@dataclass
+class Drift:
+    steps: list[int]
+    caption_previous: list[float | None]
+    caption_start: list[float | None]
+    image_previous: list[float | None]
+    caption_method: str
+    image_method: str
+
+
+# ------------------------------------------------------------------------------------------- measures
+
+
+def choose_measures(chain: ChainLog, models: dict, device: str | None, text_model: str | None,
+                    image_similarity: str) -> tuple:
+    """Pick the caption and image measures; every substitution is stated in the returned notes."""
+    from zoetrope.curate import similarity
+    from zoetrope.stages.device import pick_device
+    from zoetrope.stages.models import TEXT_EMBEDDER, load_painter, load_text_embedder, quiet_libraries
+
+    quiet_libraries()
+    plan = pick_device(device)
+    notes: list[str] = []
+    painter_error: str | None = None
+    painter = None
+
+    def get_painter():
+        nonlocal painter, painter_error
+        if painter is None and painter_error is None:
+            spec, revision = logged_model(chain, "painter", models)
+            try:
+                painter = load_painter(spec, plan, revision)
+            except UserError as exc:
+                painter_error = str(exc)
+        return painter
+
+    # Captions
+    if text_model == "words":
+        caption = similarity.word_overlap()
+    elif text_model == "painter":
+        if get_painter() is None:
+            raise UserError(f"--text-model painter: {painter_error}")
+        caption = similarity.painter_text_embedder(painter)
+    else:
+        spec = text_model or TEXT_EMBEDDER
+        try:
+            model, tokenizer = load_text_embedder(spec, plan)
+            caption = similarity.sentence_embedder(model, tokenizer, spec)
+        except ModelLoadError as exc:
+            if text_model is not None:  # the user named this model: not finding it is their error to fix
+                raise
+            notes.append(f"sentence model unavailable ({exc})")
+            if get_painter() is not None:
+                caption = similarity.painter_text_embedder(painter)
+            else:
+                notes.append(f"painter unavailable too ({painter_error})")
+                caption = similarity.word_overlap()
+    # Images
+    if image_similarity == "pixels":
+        image = similarity.pixel_embedder()
+    elif get_painter() is not None:
+        image = similarity.vae_embedder(painter)
+    elif image_similarity == "vae":
+        raise UserError(f"--image-similarity vae: {painter_error}")
+    else:
+        notes.append(f"painter unavailable for VAE latents ({painter_error})")
+        image = similarity.pixel_embedder()
+    return caption, image, notes
+
+
+def load_step_images(chain: ChainLog) -> tuple[Image.Image | None, list[Image.Image | None]]:
+    """The start image (if any) and each step's image; None for a file that is missing or unreadable."""
+    def load(name: str | None) -> Image.Image | None:
+        path = chain.folder / name if name else None
+        if path is None or not path.is_file():
+            return None
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except OSError:
+            return None
+
+    start_name = chain.steps[0].get("input_image") if chain.steps else None
+    return load(start_name), [load(s["image"]) for s in chain.steps]
+
+
+def drift(chain: ChainLog, caption_measure, image_measure, start: Image.Image | None,
+          images: list[Image.Image | None]) -> Drift:
+    """Caption n vs caption n-1 and vs the start text; image n vs its input image (n-1, or start.png)."""
+    from zoetrope.curate.similarity import series
+
+    # The text of a prompt-started step 1 is its prompt: that is where the chain began.
+    texts = [s["caption"] if s.get("caption") is not None else s["prompt"] for s in chain.steps]
+    cap_prev, cap_start = series(caption_measure, texts)
+    img_prev, _ = series(image_measure, [start, *images])
+    return Drift([s["step"] for s in chain.steps], cap_prev, cap_start, img_prev[1:],
+                 caption_measure.method, image_measure.method)
+
+
+# ------------------------------------------------------------------------------------------- HTML
+
+
+def thumbnail_uri(image: Image.Image) -> str:
+    small = image.copy()
+    small.thumbnail((THUMB, THUMB), Image.LANCZOS)
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def guard_steps(chain: ChainLog) -> list[int]:
+    return [s["step"] for s in chain.steps if any(e.get("kind") == "repetition_guard" for e in s.get("events") or [])]
+
+
+def drift_svg(d: Drift, guards: list[int], width: int = 900, height: int = 280) -> str:
+    """Inline SVG line plot: one polyline per series (gaps where a value is unknown), red marks at guard steps."""
+    left, right, top, bottom = 48, 16, 16, 40
+    values = [v for key, _, _ in SERIES for v in getattr(d, key) if v is not None]
+    lo = min([0.0, *values])
+    n = max(len(d.steps), 2)
+
+    def x(i: int) -> float:
+        return left + (width - left - right) * i / (n - 1)
+
+    def y(v: float) -> float:
+        return top + (height - top - bottom) * (1.0 - (v - lo) / ((1.0 - lo) or 1.0))
+
+    parts = [f'<svg id="drift-plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" aria-label="drift along the chain">',
+             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+             'fill="#fafafa" stroke="#ccc"/>']
+    for tick in sorted({lo, 0.0, 0.5, 1.0}):
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#e3e3e3"/>'
+                     f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="11">{tick:.1f}</text>')
+    stride = max(1, len(d.steps) // 20)
+    for i, step in enumerate(d.steps):
+        if i % stride == 0 or i == len(d.steps) - 1:
+            parts.append(f'<text x="{x(i):.1f}" y="{height - bottom + 16}" text-anchor="middle" font-size="11">{step}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 6}" text-anchor="middle" font-size="12">step</text>')
+    for step in guards:
+        i = d.steps.index(step)
+        parts.append(f'<line class="guard-mark" data-step="{step}" x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{top}" '
+                     f'y2="{height - bottom}" stroke="#d62728" stroke-dasharray="4 3"><title>repetition guard fired at '
+                     f'step {step}</title></line>')
+    for key, label, colour in SERIES:
+        path, pen_down = [], False
+        for i, v in enumerate(getattr(d, key)):
+            if v is None:
+                pen_down = False
+                continue
+            path.append(f"{'L' if pen_down else 'M'}{x(i):.1f},{y(v):.1f}")
+            pen_down = True
+            parts.append(f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}"><title>step {d.steps[i]}: '
+                         f'{html.escape(label)} {v:.3f}</title></circle>')
+        parts.append(f'<path class="series" data-series="{key}" d="{" ".join(path)}" fill="none" stroke="{colour}" '
+                     'stroke-width="1.8"/>')
+    for k, (_, label, colour) in enumerate(SERIES):
+        lx = left + 10 + k * 170
+        parts.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{top + 12}" y2="{top + 12}" stroke="{colour}" stroke-width="3"/>'
+                     f'<text x="{lx + 24}" y="{top + 16}" font-size="12">{html.escape(label)}</text>')
+    if guards:
+        lx = left + 10 + 3 * 170
+        parts.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{top + 12}" y2="{top + 12}" stroke="#d62728" '
+                     f'stroke-dasharray="4 3"/><text x="{lx + 24}" y="{top + 16}" font-size="12">guard fired</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def totals(chain: ChainLog) -> dict:
+    seconds = sum(float((s.get("seconds") or {}).get("total") or 0.0) for s in chain.steps)
+    energies = [s.get("energy_j") for s in chain.steps]
+    known = [e for e in energies if e is not None]
+    if not known:
+        energy = "unknown (not measured)"
+    elif len(known) == len(energies):
+        energy = f"{sum(known):.1f} J"
+    else:
+        energy = f"{sum(known):.1f} J over {len(known)} of {len(energies)} steps (the rest not measured)"
+    return {"steps": len(chain.steps), "seconds": seconds, "energy": energy, "guard": len(guard_steps(chain))}
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def step_figure(record: dict, image: Image.Image | None, d: Drift, i: int) -> str:
+    events = record.get("events") or []
+    guard = any(e.get("kind") == "repetition_guard" for e in events)
+    picture = (f'<img class="thumb" alt="step {record["step"]}" src="{thumbnail_uri(image)}">' if image is not None
+               else f'<div class="missing">{html.escape(record["image"])} missing</div>')
+    caption = record.get("caption")
+    text = html.escape(caption) if caption is not None else f"<i>start prompt:</i> {html.escape(record['prompt'])}"
+    event_items = "".join(
+        f"<li>{html.escape(e.get('kind', '?'))}: "
+        f"{html.escape(json.dumps({k: v for k, v in e.items() if k != 'kind'}, ensure_ascii=False))}</li>"
+        for e in events)
+    seconds = record.get("seconds") or {}
+    return (
+        f'<figure class="step{" guard" if guard else ""}" id="step-{record["step"]}">{picture}'
+        f'<figcaption><b>{record["step"]}</b>{" <span class=badge>guard</span>" if guard else ""} {text}'
+        f'<div class="meta">seed {record["seed"]} · {float(seconds.get("total") or 0):.2f}s '
+        f'(caption {float(seconds.get("caption") or 0):.2f}, paint {float(seconds.get("paint") or 0):.2f})'
+        f'<br>drift: caption/prev {_fmt(d.caption_previous[i])} · caption/start {_fmt(d.caption_start[i])} · '
+        f'image/prev {_fmt(d.image_previous[i])}</div>'
+        f'{f"<ul class=events>{event_items}</ul>" if events else ""}</figcaption></figure>'
+    )
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:24px 0 8px}
+.sheet{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px}
+figure.step{margin:0;border:1px solid #ddd;padding:6px;background:#fff}
+figure.step.guard{border:2px solid #d62728}
+img.thumb{width:100%;height:auto;display:block}
+.missing{height:180px;display:flex;align-items:center;justify-content:center;background:#eee;color:#a00}
+.meta{color:#666;font-size:12px;margin-top:4px} .badge{background:#d62728;color:#fff;padding:0 5px;border-radius:3px}
+ul.events{margin:4px 0 0;padding-left:18px;font-size:12px;color:#833}
+table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
+"""
+
+SCRIPT = """window.addEventListener('load', function () {
+  var ok = 0; document.querySelectorAll('img.thumb').forEach(function (im) { if (im.complete && im.naturalWidth > 0) ok++; });
+  document.body.setAttribute('data-thumbs-loaded', String(ok));
+});"""
+
+
+def render_html(chain: ChainLog, d: Drift, images: list[Image.Image | None], notes: list[str]) -> str:
+    h = chain.header
+    t = totals(chain)
+    guards = guard_steps(chain)
+    run = html.escape(str(h.get("run_id", chain.folder.name)))
+    rows = "".join(f"<tr><th>{html.escape(role)}</th><td>{html.escape(str(m.get('id')))}</td>"
+                   f"<td>{html.escape(str(m.get('revision')))}</td></tr>" for role, m in (h.get("models") or {}).items())
+    versions = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in (h.get("versions") or {}).items())
+    parent = h.get("parent")
+    parent_line = (f"<p>forked from run <b>{html.escape(str(parent.get('run')))}</b> at step {parent.get('step')}</p>"
+                   if parent else "")
+    figures = "\n".join(step_figure(r, images[i], d, i) for i, r in enumerate(chain.steps))
+    note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>Zoetrope chain {run}</title><style>{STYLE}</style></head>
+<body>
+<h1>Chain {run}</h1>
+<p>created {html.escape(str(h.get("created")))} · {html.escape(str(h.get("device")))}, {html.escape(str(h.get("dtype")))}</p>
+{parent_line}
+<section id="totals"><h2>Totals</h2><table>
+<tr><th>steps</th><td>{t["steps"]}</td></tr>
+<tr><th>time</th><td>{t["seconds"]:.1f} s</td></tr>
+<tr><th>energy</th><td>{html.escape(t["energy"])}</td></tr>
+<tr><th>repetition guard fired</th><td>{t["guard"]} time(s){(": steps " + ", ".join(map(str, guards))) if guards else ""}</td></tr>
+</table></section>
+<section id="drift"><h2>Drift</h2>
+{drift_svg(d, guards)}
+<p class="methods" id="caption-method">caption similarity: {html.escape(d.caption_method)}</p>
+<p class="methods" id="image-method">image similarity: {html.escape(d.image_method)}</p>
+{f'<ul class="notes">{note_items}</ul>' if notes else ""}
+</section>
+<section id="contact-sheet"><h2>Contact sheet</h2><div class="sheet">
+{figures}
+</div></section>
+<section id="header"><h2>Models and versions</h2>
+<table><tr><th>role</th><th>id</th><th>revision</th></tr>{rows}</table>
+<h3>versions</h3><table>{versions}</table>
+<h3>config</h3><pre>{html.escape(json.dumps(h.get("config"), indent=2, ensure_ascii=False))}</pre>
+</section>
+<script>{SCRIPT}</script>
+</body></html>
+"""
+
+
+def write_report(chain: ChainLog, out: Path, models: dict | None = None, device: str | None = None,
+                 text_model: str | None = None, image_similarity: str = "auto") -> list[str]:
+    """Write the report to `out` (never inside the chain folder's files); returns lines for the terminal."""
+    out = Path(out)
+    if not chain.steps:
+        raise UserError(f"{chain.folder}: the chain has no steps to inspect")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out must name an .html file but is {out}")
+    if out.resolve().parent == chain.folder.resolve():
+        raise UserError(f"--out {out}: write the report outside the chain folder (the chain is read-only here)")
+    caption_measure, image_measure, notes = choose_measures(chain, models or {}, device, text_model, image_similarity)
+    start, images = load_step_images(chain)
+    d = drift(chain, caption_measure, image_measure, start, images)
+    missing = [s["image"] for s, im in zip(chain.steps, images, strict=True) if im is None]
+    if missing:
+        notes.append(f"missing images: {', '.join(missing)}")
+    notes += chain.warnings
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html(chain, d, images, notes), encoding="utf-8")
+    lines = [f"caption similarity: {d.caption_method}", f"image similarity: {d.image_method}"]
+    return lines + [f"note: {n}" for n in notes]

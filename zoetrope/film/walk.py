@@ -1,0 +1,269 @@
+"""Keyframes -> frames: the latent walk, rendered in batches through a frame cache on disk.
+
+1. `plan_scene` lays out the timeline: each keyframe's frame once (repeated for its hold) and, between
+   keyframes, round(transition x fps) frames at eased t strictly between 0 and 1.
+2. Each unique frame gets a key: a hash of everything that determines it (model, device, dtype, size, steps,
+   guidance, scheduler, both keyframes' prompts and seeds, t, the painter call width). A frame already in
+   `<cache>/frames/<key>.png` is never rendered again: a rerun resumes, and an edited keyframe changes only
+   the keys of the segments that touch it.
+3. `render_missing` encodes each needed keyframe's prompt once, draws its noise once, then for each batch
+   slerps the noise and lerps the embeddings and calls the painter.
+
+Determinism: CPU float kernels are not batch-invariant (a frame painted in a batch of 1 differs from the same
+frame in a batch of 4 by one level in a few pixels: GEMM and conv take different paths for different row
+counts). So every painter call has exactly `plan.rows` rows (ROWS on CPU, what a GPU's memory holds there:
+rows.py), padded by repeating the last frame: a frame's bytes then depend only on its own inputs, whatever
+`--batch-size` is. Rows are independent (no cross-row op), so the padding does not leak into the real frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from zoetrope.base import png
+from zoetrope.base.files import write_durable
+from zoetrope.film.interpolate import lerp, slerp
+from zoetrope.settings.params import PaintParams
+from zoetrope.settings.scene import SceneScript
+from zoetrope.settings.timing import frame_count, transition_ts
+
+ROWS = 8  # rows per painter call on CPU (the canonical micro-batch): fixed, so batching never changes a frame
+WALK_VERSION = 1  # bump when the rendering of a frame changes: it is part of every key
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unique frame: keyframe `a` alone (b is None) or the walk from `a` to `b` at eased `t`."""
+
+    a: int
+    b: int | None
+    t: float
+    key: str
+
+
+@dataclass
+class ScenePlan:
+    """A scene's unique frames (`jobs`) and the film order (`sequence`: one job index per film frame)."""
+
+    name: str
+    script: SceneScript
+    width: int
+    height: int
+    jobs: list[Job]
+    sequence: list[int]
+    keyframe_start: list[int]  # film frame (within the scene) where keyframe i's hold begins
+    keyframe_jobs: list[int]
+    rows: int = ROWS  # painter call width the keys were made for
+
+    def frame_paths(self, cache: Path) -> list[Path]:
+        return [cache / f"{self.jobs[j].key}.png" for j in self.sequence]
+
+
+@dataclass
+class WalkStats:
+    cached: int = 0
+    rendered: int = 0
+    seconds: float = 0.0
+    calls: int = 0
+
+    def summary(self) -> str:
+        rate = f", {self.rendered / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
+        return f"{self.cached} cached, {self.rendered} rendered{rate}"
+
+
+def painter_identity(painter, speed=None) -> dict:
+    """The parts of the painter that change a frame's pixels; speed options too (TAESD changes the picture,
+    and another attention kernel or memory layout may change its last bits)."""
+    from dataclasses import asdict
+
+    from zoetrope.settings.params import SpeedOptions
+    from zoetrope.stages.models import fingerprint
+
+    return {"model": fingerprint(painter.ref), "device": painter.plan.device, "dtype": painter.plan.dtype_name,
+            "speed": asdict(speed if speed is not None else SpeedOptions())}
+
+
+def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: int, b: int | None, t: float,
+              rows: int = ROWS) -> str:
+    """sha256 of everything that determines a frame's pixels; `t` as float.hex so equal means bit-equal."""
+    def end(i: int | None):
+        return None if i is None else {"prompt": script.prompt_of(i), "negative": script.negative_of(i),
+                                       "seed": script.seed_of(i)}
+
+    record = {
+        "walk": WALK_VERSION, "rows": rows, **identity, "width": width, "height": height, "steps": script.steps,
+        "guidance": script.guidance, "scheduler": script.scheduler, "a": end(a), "b": end(b), "t": float(t).hex(),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def plan_scene(name: str, script: SceneScript, identity: dict, *,
+               width: int | None = None, height: int | None = None, rows: int = ROWS) -> ScenePlan:
+    """Lay out a scene's frames by the frame-count rule at the script's fps.
+
+    `rows` is the painter call width the frames will be rendered at (part of their keys; see the top).
+    """
+    fps = script.fps
+    width, height = width or script.width, height or script.height
+    jobs: list[Job] = []
+    sequence: list[int] = []
+    starts: list[int] = []
+    keyframe_jobs: list[int] = []
+    n_keys = len(script.keyframes)
+    for i in range(n_keys):
+        keyframe_jobs.append(len(jobs))
+        jobs.append(Job(i, None, 0.0, frame_key(identity, script, width, height, i, None, 0.0, rows)))
+    for i, keyframe in enumerate(script.keyframes):
+        starts.append(len(sequence))
+        sequence += [keyframe_jobs[i]] * frame_count(keyframe.hold, fps)
+        if i + 1 < n_keys:
+            for t in transition_ts(frame_count(script.transition_of(i), fps), script.easing_of(i)):
+                sequence.append(len(jobs))
+                jobs.append(Job(i, i + 1, t, frame_key(identity, script, width, height, i, i + 1, t, rows)))
+    return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows)
+
+
+def needed_jobs(plan: ScenePlan) -> list[Job]:
+    """Jobs the film shows, in film order, each once (a keyframe held 0 frames is not rendered)."""
+    seen: set[int] = set()
+    out = []
+    for j in plan.sequence:
+        if j not in seen:
+            seen.add(j)
+            out.append(plan.jobs[j])
+    return out
+
+
+def write_frame(path: Path, image: Image.Image) -> None:
+    """Atomically (no fsync: a cache may lose a frame in a crash, never hold half of one); two renders that
+    write the same frame write the same bytes, so the last rename wins harmlessly."""
+    write_durable(path, png.encode(image), sync=False)
+
+
+def walk_params(script: SceneScript, width: int, height: int) -> PaintParams:
+    return PaintParams(steps=script.steps, guidance=script.guidance, width=width, height=height,
+                       scheduler=script.scheduler)
+
+
+class FrameFeed:
+    """Tells a consumer on another thread (the film encoder) when cache frames appear, so it can take them in
+    film order while the walk is still painting. `close()` ends the walk's side, with its error if it failed."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def saved(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self._cv:
+            self._closed, self._error = True, error
+            self._cv.notify_all()
+
+    def wait(self, path: Path) -> None:
+        with self._cv:
+            while not path.is_file():
+                if self._error is not None:
+                    raise RuntimeError("the walk stopped before this frame") from self._error
+                if self._closed:
+                    raise FileNotFoundError(f"{path}: the walk ended without rendering this frame")
+                self._cv.wait()
+
+
+class Walker:
+    """Renders a scene's missing frames; holds each keyframe's embeddings and noise for the whole scene."""
+
+    def __init__(self, painter, plan: ScenePlan):
+        self.painter = painter
+        self.plan = plan
+        self.params = walk_params(plan.script, plan.width, plan.height)
+        self._embeds: dict[int, dict[str, torch.Tensor]] = {}
+        self._noise: dict[int, torch.Tensor] = {}
+
+    def prepare(self, keyframes: set[int]) -> None:
+        """Prompt embeddings (one encoder call for all of them) and noise, once per keyframe."""
+        todo = sorted(k for k in keyframes if k not in self._embeds)
+        if not todo:
+            return
+        s = self.plan.script
+        embeds = self.painter.encode([s.prompt_of(i) for i in todo], [s.negative_of(i) for i in todo], s.guidance)
+        for row, i in enumerate(todo):
+            self._embeds[i] = {name: tensor[row:row + 1] for name, tensor in embeds.items()}
+            self._noise[i] = self.painter.noise([s.seed_of(i)], self.plan.width, self.plan.height)
+
+    def inputs(self, job: Job) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One row of prompt embeddings (lerp) and noise (slerp) for a job."""
+        if job.b is None:
+            return self._embeds[job.a], self._noise[job.a]
+        ea, eb = self._embeds[job.a], self._embeds[job.b]
+        embeds = {name: lerp(ea[name], eb[name], job.t) for name in ea}
+        return embeds, slerp(self._noise[job.a], self._noise[job.b], job.t)
+
+    def paint(self, jobs: list[Job]) -> list[Image.Image]:
+        """Paint up to `rows` jobs in one call of exactly `rows` rows (padded with the last job)."""
+        rows_n = self.plan.rows
+        if not 0 < len(jobs) <= rows_n:
+            raise ValueError(f"a painter call takes 1..{rows_n} jobs but got {len(jobs)}.")
+        self.prepare({j.a for j in jobs} | {j.b for j in jobs if j.b is not None})
+        rows = [self.inputs(j) for j in jobs]
+        rows += [rows[-1]] * (rows_n - len(rows))
+        embeds = {name: torch.cat([r[0][name] for r in rows]) for name in rows[0][0]}
+        latents = torch.cat([r[1] for r in rows])
+        return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents)[:len(jobs)]
+
+
+def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None = None, progress=None,
+                   feed: FrameFeed | None = None) -> WalkStats:
+    """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows, default plan.rows) frames
+    per painter call.
+
+    A writer thread saves batch n's frames while batch n+1 is painted (at most one batch in flight), so the
+    model never waits for PNG encoding; `feed` hears of each saved batch.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    batch_size = plan.rows if batch_size is None else batch_size
+    if not 1 <= batch_size <= plan.rows:
+        raise ValueError(f"`batch_size` must be in 1..{plan.rows} but is {batch_size}.")
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = needed_jobs(plan)
+    missing = [j for j in jobs if not (cache / f"{j.key}.png").is_file()]
+    stats = WalkStats(cached=len(jobs) - len(missing))
+    if progress is not None:
+        progress.update(stats.cached)
+    walker = Walker(painter, plan)
+
+    def save(batch: list[Job], images: list[Image.Image]) -> None:
+        for job, image in zip(batch, images, strict=True):
+            write_frame(cache / f"{job.key}.png", image)
+        if progress is not None:
+            progress.update(len(batch))
+        if feed is not None:
+            feed.saved()
+
+    start = time.perf_counter()
+    pending: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") as writer:
+        for lo in range(0, len(missing), batch_size):
+            batch = missing[lo:lo + batch_size]
+            images = walker.paint(batch)
+            if pending is not None:
+                pending.result()  # re-raises a failed write before more work is queued
+            pending = writer.submit(save, batch, images)
+            stats.rendered += len(batch)
+            stats.calls += 1
+        if pending is not None:
+            pending.result()
+    stats.seconds = time.perf_counter() - start
+    return stats

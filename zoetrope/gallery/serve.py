@@ -1,0 +1,318 @@
+"""The kiosk display: a Starlette app that shows the newest step of a chain full-screen and pushes each new
+one to the page over Server-Sent Events (the browser's EventSource reconnects by itself).
+
+Read-only: it tails chain.jsonl and serves only step images and start.png from the chain folder, nothing
+else (no path traversal). /status reports the loop's health; /healthz is 503 once no step has completed
+for `display.healthz_silence_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, read_heartbeat
+from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN
+from zoetrope.settings.loop import DisplaySettings, LoopConfig
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+_SERVABLE = re.compile(r"^(step-\d{6,}\.png|start\.png)$")
+_ENERGY = re.compile(rb'"energy_j": (null|-?[0-9.eE+-]+)')
+POLL_S = 0.2
+READ_SLICE = 16 * 2**20
+
+
+def safe_chain_file(folder: Path, name: str) -> Path | None:
+    """The file `name` in `folder` if it is a servable chain image, else None (the caller answers 404)."""
+    if not _SERVABLE.match(name):  # one flat name: no "/", "..", absolute paths or hidden files
+        return None
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if path.parent != root or not path.is_file():
+        return None
+    return path
+
+
+def newest_chain(root: Path) -> Path | None:
+    """The chain folder under `root` whose log changed last (for `serve --latest`)."""
+    logs = [p for p in Path(root).glob(f"*/{LOG_NAME}") if p.is_file()]
+    return max(logs, key=lambda p: p.stat().st_mtime).parent if logs else None
+
+
+@dataclass
+class ChainWatcher:
+    """Tails one chain log: the newest step, when steps arrived, and energy totals."""
+
+    folder: Path | None
+    latest_root: Path | None = None
+    offset: int = 0
+    version: int = 0
+    current: dict | None = None
+    last_step_time: float | None = None
+    step_times: deque = field(default_factory=lambda: deque(maxlen=100000))
+    energy_j: float = 0.0
+    energy_steps: int = 0
+    steps: int = 0
+    run_id: str | None = None
+    _next_latest_check: float = 0.0
+
+    def poll(self) -> bool:
+        """Read what was appended since the last poll; True when a new step is there to show."""
+        now = time.time()
+        if self.latest_root is not None and now >= self._next_latest_check:
+            self._next_latest_check = now + 2.0
+            newest = newest_chain(self.latest_root)
+            if newest is not None and newest != self.folder:
+                log.info("serving the newest chain: %s", newest)
+                self._reset(newest)
+        if self.folder is None:
+            return False
+        path = self.folder / LOG_NAME
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        if st.st_size < self.offset:  # cut back (a resume dropped a torn line): read again
+            self._reset(self.folder)
+        if st.st_size == self.offset:
+            return False
+        first = self.offset == 0
+        newest = None
+        with open(path, "rb") as f:  # in slices: a log of weeks may be gigabytes
+            f.seek(self.offset)
+            while self.offset < st.st_size:
+                data = f.read(min(READ_SLICE, st.st_size - self.offset))
+                end = data.rfind(b"\n") + 1
+                if end == 0:
+                    break
+                f.seek(self.offset + end)
+                self.offset += end
+                chunk = data[:end]
+                self._count_energy(chunk)
+                self.steps += chunk.count(b'"kind": "step"')
+                for raw in chunk.splitlines()[-64:] if first else chunk.splitlines():
+                    with contextlib.suppress(ValueError):
+                        record = json.loads(raw)
+                        if record.get("kind") == "header":
+                            self.run_id = record.get("run_id")
+                        elif record.get("kind") == "step":
+                            newest = record
+        if first and self.run_id is None:
+            with contextlib.suppress(OSError, ValueError), open(path, "rb") as f:
+                self.run_id = json.loads(f.readline()).get("run_id")
+        if first:
+            self._seed_times(now)
+        elif newest is not None:
+            self.step_times.append(st.st_mtime)
+        if newest is None:
+            return False
+        self.last_step_time = st.st_mtime
+        self.current = {
+            "run": self.run_id, "step": newest["step"],
+            "caption": newest["caption"] if newest.get("caption") is not None else newest.get("prompt", ""),
+            "image": f"/chain/{newest['image']}?v={(newest.get('image_sha256') or '')[:16]}",
+        }
+        self.version += 1
+        return True
+
+    def _reset(self, folder: Path) -> None:
+        self.folder, self.offset, self.current, self.last_step_time = folder, 0, None, None
+        self.step_times.clear()
+        self.energy_j, self.energy_steps, self.steps, self.run_id = 0.0, 0, 0, None
+        self.version += 1
+
+    def _count_energy(self, chunk: bytes) -> None:
+        for value in _ENERGY.findall(chunk):
+            if value != b"null":
+                self.energy_j += float(value)
+                self.energy_steps += 1
+
+    def _seed_times(self, now: float) -> None:
+        """Steps in the last hour before we started, from their images' modification times."""
+        times = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.folder):
+                if STEP_IMAGE_PATTERN.match(entry.name):
+                    mtime = entry.stat().st_mtime
+                    if now - mtime <= 3600:
+                        times.append(mtime)
+        self.step_times.extend(sorted(times))
+
+    def rate(self, now: float) -> tuple[int, float]:
+        """(steps completed in the last hour, steps per hour over that window)."""
+        recent = [t for t in self.step_times if now - t <= 3600]
+        if len(recent) < 2:
+            return len(recent), float(len(recent))
+        span = recent[-1] - recent[0]
+        return len(recent), round((len(recent) - 1) / span * 3600, 2) if span > 0 else float(len(recent))
+
+
+def status_report(watcher: ChainWatcher, display: DisplaySettings, started: float, loop_state: dict | None,
+                  min_free_mb: int, now: float) -> dict:
+    folder = watcher.folder
+    free = shutil.disk_usage(folder).free if folder is not None else None
+    last = watcher.last_step_time
+    if loop_state and loop_state.get("last_step_time"):
+        last = max(last or 0.0, loop_state["last_step_time"])
+    silence = now - (last if last is not None else started)
+    count, per_hour = watcher.rate(now)
+    fresh = bool(loop_state) and not loop_state.get("stopped") and now - loop_state.get("updated", 0) < 120
+    paused = loop_state.get("paused") if fresh else None
+    if paused is None and free is not None and free < min_free_mb * 2**20:
+        paused = "disk_full"
+    return {
+        "chain": str(folder) if folder else None, "run_id": watcher.run_id,
+        "last_step": watcher.current["step"] if watcher.current else None,
+        "last_step_time": last, "seconds_since_last_step": round(now - last, 1) if last else None,
+        "steps_last_hour": count, "steps_per_hour": per_hour,
+        "uptime_s": round(now - started, 1),
+        "loop_uptime_s": loop_state.get("uptime_s") if fresh else None,
+        "loop_running": fresh,
+        "disk_free_bytes": free,
+        "errors_last_hour": loop_state.get("errors_last_hour") if fresh else None,
+        "recent_errors": loop_state.get("recent_errors", []) if fresh else [],
+        "paused": paused, "pause_detail": loop_state.get("pause_detail") if fresh else None,
+        "energy": {"total_j": round(watcher.energy_j, 3), "total_kwh": round(watcher.energy_j / 3.6e6, 6),
+                   "steps_measured": watcher.energy_steps, "steps": watcher.steps},
+        "healthy": silence <= display.healthz_silence_s,
+    }
+
+
+def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
+               config: LoopConfig | None = None, display: DisplaySettings | None = None,
+               loop_state: Callable[[], dict | None] | None = None) -> Starlette:
+    """The kiosk app over one chain folder (or the newest chain under `latest_root`)."""
+    config = config or LoopConfig()
+    display = display or config.display
+    watcher = ChainWatcher(Path(folder) if folder else None, Path(latest_root) if latest_root else None)
+    started = time.time()
+    stopping = threading.Event()
+
+    def state() -> dict | None:
+        if loop_state is not None:
+            return loop_state()
+        return read_heartbeat(watcher.folder / HEARTBEAT_NAME) if watcher.folder else None
+
+    page = (STATIC / "index.html").read_text(encoding="utf-8").replace(
+        "/*CONFIG*/null", json.dumps(display.model_dump(mode="json")).replace("</", "<\\/"))
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    async def chain_file(request: Request) -> Response:
+        if watcher.folder is None:
+            return Response("not found", status_code=404)
+        path = safe_chain_file(watcher.folder, request.path_params["name"])
+        if path is None:
+            return Response("not found", status_code=404)
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
+    async def latest(request: Request) -> Response:
+        return JSONResponse(watcher.current, headers={"Cache-Control": "no-store"})
+
+    async def status(request: Request) -> Response:
+        report = status_report(watcher, display, started, state(), config.resilience.min_free_mb, time.time())
+        return JSONResponse(report, headers={"Cache-Control": "no-store"})
+
+    async def healthz(request: Request) -> Response:
+        report = status_report(watcher, display, started, state(), config.resilience.min_free_mb, time.time())
+        body = {"healthy": report["healthy"], "seconds_since_last_step": report["seconds_since_last_step"],
+                "silence_limit_s": display.healthz_silence_s, "paused": report["paused"]}
+        return JSONResponse(body, status_code=200 if report["healthy"] else 503)
+
+    async def events(request: Request) -> Response:
+        async def stream():
+            yield "retry: 1000\n\n"  # the browser reconnects after 1 s if we go away
+            seen, quiet = -1, 0.0
+            while not stopping.is_set():
+                if watcher.version != seen and watcher.current is not None:
+                    seen = watcher.version
+                    quiet = 0.0
+                    yield f"event: step\nid: {watcher.current['step']}\ndata: {json.dumps(watcher.current)}\n\n"
+                elif quiet >= 15.0:  # keeps proxies and idle timers from closing the stream
+                    quiet = 0.0
+                    yield ": ping\n\n"
+                await asyncio.sleep(POLL_S)
+                quiet += POLL_S
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await asyncio.to_thread(watcher.poll)  # the first read may be a long log
+
+        async def follow():
+            while not stopping.is_set():
+                try:
+                    await asyncio.to_thread(watcher.poll)  # never block the event loop on the disk
+                except OSError as exc:  # a vanished or unreadable file: keep showing the last image
+                    log.warning("reading the chain failed: %s", exc)
+                await asyncio.sleep(POLL_S)
+
+        task = asyncio.create_task(follow())
+        yield
+        stopping.set()
+        task.cancel()
+
+    app = Starlette(routes=[
+        Route("/", index), Route("/status", status), Route("/healthz", healthz), Route("/latest.json", latest),
+        Route("/events", events), Route("/chain/{name:path}", chain_file),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ], lifespan=lifespan)
+    app.state.watcher = watcher
+    app.state.stopping = stopping
+    return app
+
+
+class ServerThread:
+    """uvicorn in a background thread (for `loop --display` and the tests); `port=0` picks a free port."""
+
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 8765):
+        import uvicorn
+
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    timeout_graceful_shutdown=2, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name="zoetrope-display", daemon=True)
+
+    def start(self, timeout: float = 15.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the display server did not start (is the port in use?)")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.app.state.stopping.set()  # ends the endless event streams, so shutdown is quick
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")

@@ -1,0 +1,209 @@
+"""The chain log: `chain.jsonl` (a header line, then one line per completed step) beside the step PNGs.
+
+Durability rule: a step's image is written to a temp name, fsynced and renamed *before* its log line is
+appended, flushed and fsynced. A crash therefore never loses a committed step, and a reader trusts
+only newline-terminated lines. The format is documented in docs/chain-log.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from zoetrope.base import png
+from zoetrope.base.errors import UserError
+from zoetrope.base.files import is_temp_name, sha256_bytes, write_durable
+
+log = logging.getLogger(__name__)
+
+LOG_NAME = "chain.jsonl"
+START_IMAGE = "start.png"
+SCHEMA_VERSION = 1
+STEP_IMAGE_PATTERN = re.compile(r"^step-(\d{6,})\.png$")
+
+
+class ChainLogError(UserError):
+    """A chain folder or log that cannot be read as a chain."""
+
+
+def step_image_name(step: int) -> str:
+    return f"step-{step:06d}.png"
+
+
+# ------------------------------------------------------------------------------------------- PNG files
+
+
+def a1111_parameters(record: dict, model_id: str) -> str:
+    """AUTOMATIC1111's infotext, so common image tools show how the image was made."""
+    p = record["paint_params"]
+    from zoetrope.settings.params import SAMPLER_NAMES
+
+    fields = [
+        f"Steps: {p['steps']}", f"Sampler: {SAMPLER_NAMES.get(p['scheduler'], p['scheduler'])}",
+        f"CFG scale: {p['guidance']}", f"Seed: {record['seed']}", f"Size: {p['width']}x{p['height']}",
+        f"Model: {model_id}",
+    ]
+    if p.get("strength") is not None:
+        fields.append(f"Denoising strength: {p['strength']}")
+    return f"{record['prompt']}\nNegative prompt: {record['negative_prompt']}\n" + ", ".join(fields)
+
+
+def provenance_record(record: dict) -> dict:
+    """The step record as embedded in its PNG: without timings (so equal runs give equal bytes) or its own hash."""
+    return {k: v for k, v in record.items() if k not in ("image_sha256", "seconds", "energy_j")}
+
+
+def encode_png(image: Image.Image, record: dict, model_id: str) -> bytes:
+    return png.encode(image, {
+        "parameters": a1111_parameters(record, model_id),
+        "zoetrope": json.dumps(provenance_record(record), ensure_ascii=False, sort_keys=True),
+    })
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class ChainLog:
+    folder: Path
+    header: dict
+    steps: list[dict]
+    warnings: list[str] = field(default_factory=list)
+    committed_bytes: int = 0  # length of the newline-terminated part of the file
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1]["step"] if self.steps else 0
+
+
+def migrate_header(header: dict, where: str) -> dict:
+    """Bring a header of any schema version ever written up to SCHEMA_VERSION (one migration per version)."""
+    version = header.get("schema_version")
+    if not isinstance(version, int):
+        raise ChainLogError(f"{where}: header has no integer schema_version")
+    if version > SCHEMA_VERSION:
+        raise ChainLogError(
+            f"{where}: schema_version {version} is newer than this Zoetrope reads ({SCHEMA_VERSION}); upgrade Zoetrope"
+        )
+    return header  # version 1 is the first; later versions add their migrations here
+
+
+def _record(raw: bytes, path: Path, number: int) -> dict:
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ChainLogError(f"{path}:{number}: garbled record ({exc})") from None
+    return record
+
+
+def _checked_header(record: dict, path: Path) -> dict:
+    if record.get("kind") != "header":
+        raise ChainLogError(f"{path}:1: first line is not a header (kind={record.get('kind')!r})")
+    return migrate_header(record, f"{path}:1")
+
+
+def read_header(folder: Path | str) -> dict:
+    """Only a chain's header line: what a config needs, without parsing weeks of steps as read_chain does."""
+    path = Path(folder) / LOG_NAME
+    if not path.is_file():
+        raise ChainLogError(f"{folder}: not a chain folder (no {LOG_NAME})")
+    with open(path, "rb") as f:
+        line = f.readline()
+    if not line.endswith(b"\n"):
+        raise ChainLogError(f"{path}: empty log (no header line)")
+    return _checked_header(_record(line, path, 1), path)
+
+
+def read_chain(folder: Path | str) -> ChainLog:
+    """Read a chain folder. A torn last line (an interrupted write) is dropped with a warning; a garbled
+    line before it is an error naming the line."""
+    folder = Path(folder)
+    path = folder / LOG_NAME
+    if not folder.is_dir():
+        raise ChainLogError(f"{folder}: no such chain folder")
+    if not path.is_file():
+        raise ChainLogError(f"{folder}: not a chain folder (no {LOG_NAME})")
+    data = path.read_bytes()
+    committed = data.rfind(b"\n") + 1
+    warnings = []
+    if committed < len(data):
+        warnings.append(f"{path}: dropped a torn last line ({len(data) - committed} bytes) left by an interrupted write")
+    lines = data[:committed].split(b"\n")[:-1]
+    if not lines:
+        raise ChainLogError(f"{path}: empty log (no header line)")
+    records = [_record(raw, path, number) for number, raw in enumerate(lines, start=1)]
+    header = _checked_header(records[0], path)
+    steps = records[1:]
+    for number, record in enumerate(steps, start=2):
+        expected = number - 1
+        if record.get("kind") != "step" or record.get("step") != expected:
+            raise ChainLogError(
+                f"{path}:{number}: expected step {expected}, got kind={record.get('kind')!r} step={record.get('step')!r}"
+            )
+    for w in warnings:
+        log.warning(w)
+    return ChainLog(folder, header, steps, warnings, committed)
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def require_new_chain(folder: Path, hint: str | None = None) -> None:
+    """Refuse a folder that already holds a chain: a new run never writes over a logged one."""
+    if (Path(folder) / LOG_NAME).exists():
+        raise ChainLogError(f"{folder}: already holds a chain; {hint or f'continue it with --resume {folder}'}")
+
+
+class ChainWriter:
+    """Appends durable steps to one chain folder."""
+
+    def __init__(self, folder: Path, model_id: str):
+        self.folder = Path(folder)
+        self.model_id = model_id
+        self._log = open(self.folder / LOG_NAME, "ab")
+
+    @classmethod
+    def create(cls, folder: Path, header: dict, start_image: Image.Image | None, model_id: str) -> ChainWriter:
+        folder = Path(folder)
+        require_new_chain(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if start_image is not None:
+            write_durable(folder / START_IMAGE, png.encode(start_image))
+        write_durable(folder / LOG_NAME, (json.dumps(header, ensure_ascii=False) + "\n").encode())
+        return cls(folder, model_id)
+
+    @classmethod
+    def reopen(cls, chain: ChainLog, model_id: str) -> ChainWriter:
+        """Resume: cut a torn tail and remove what an interrupted step left (temp files, an unlogged image)."""
+        folder = chain.folder
+        with open(folder / LOG_NAME, "r+b") as f:
+            f.truncate(chain.committed_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+        for path in folder.iterdir():
+            match = STEP_IMAGE_PATTERN.match(path.name)
+            if is_temp_name(path.name) or (match and int(match.group(1)) > chain.last_step):
+                log.info("removing %s left by an interrupted step", path.name)
+                path.unlink()
+        return cls(folder, model_id)
+
+    def commit(self, record: dict, image: Image.Image) -> dict:
+        """Make one step durable: image first, then its log line. Returns the record with the image's hash."""
+        png = encode_png(image, record, self.model_id)
+        write_durable(self.folder / record["image"], png)
+        record = record | {"image_sha256": sha256_bytes(png)}
+        self._log.write((json.dumps(record, ensure_ascii=False) + "\n").encode())
+        self._log.flush()
+        os.fsync(self._log.fileno())
+        return record
+
+    def close(self) -> None:
+        self._log.close()

@@ -1,0 +1,217 @@
+"""Running a chain to disk: the header, resume, the step records, and a clean stop on Ctrl-C or SIGTERM.
+
+Everything that can be wrong with the user's input is checked before the output folder is created.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+import zoetrope
+from zoetrope.base.errors import UserError
+from zoetrope.base.files import sha256_file
+from zoetrope.base.images import load_image
+from zoetrope.loop.chain import Chain, Step
+from zoetrope.loop.chainlog import LOG_NAME, START_IMAGE, ChainLog, ChainWriter
+from zoetrope.settings.loop import LoopConfig
+from zoetrope.stages.device import DevicePlan
+
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "zoetrope": zoetrope.__version__}
+
+
+def make_header(run_id: str, config: LoopConfig, painter, captioner, plan: DevicePlan, parent: dict | None = None) -> dict:
+    return {
+        "kind": "header", "schema_version": 1, "run_id": run_id,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config.model_dump(mode="json"),
+        "models": {"painter": painter.ref.as_log(), "captioner": captioner.ref.as_log()},
+        "versions": library_versions(), "device": plan.device, "dtype": plan.dtype_name, "parent": parent,
+    }
+
+
+def step_record(step: Step, input_name: str | None, input_sha256: str | None) -> dict:
+    """A step as one chain.jsonl line, keys in the documented order (`image_sha256` is filled on commit)."""
+    from zoetrope.loop.chainlog import step_image_name
+
+    return {
+        "kind": "step", "step": step.step, "input_image": input_name, "input_sha256": input_sha256,
+        "caption": step.caption, "caption_params": step.caption_params, "prompt": step.prompt,
+        "negative_prompt": step.negative_prompt, "seed": step.seed, "paint_params": step.paint_params,
+        "image": step_image_name(step.step), "image_sha256": None, "seconds": step.seconds,
+        "energy_j": None, "events": step.events,
+    }
+
+
+class StopFlag:
+    """First Ctrl-C / SIGTERM: finish the step in progress, then stop. Second: abandon it at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: finishing the current step, then stopping "
+              "(again to abandon it)", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Resumable:
+    """Where a chain stands: its next step, the image that step starts from, and the guard's memory."""
+
+    next_step: int
+    image: Image.Image | None
+    input_name: str | None
+    input_sha256: str | None
+    recent_captions: list[tuple[int, str]]
+
+
+def resume_point(chain: ChainLog, config: LoopConfig) -> Resumable:
+    recent = [(s["step"], s["caption"]) for s in chain.steps if s.get("caption") is not None][-config.guard.window:]
+    if chain.steps:
+        last = chain.steps[-1]
+        path = chain.folder / last["image"]
+        if not path.is_file():
+            raise UserError(f"{path}: the image of step {last['step']} is missing; cannot continue from it")
+        if sha256_file(path) != last["image_sha256"]:
+            raise UserError(f"{path}: the image of step {last['step']} was changed since it was logged")
+        return Resumable(last["step"] + 1, load_image(path, "last step image"), last["image"], last["image_sha256"], recent)
+    start = chain.folder / START_IMAGE
+    if config.start.image is not None:
+        return Resumable(1, load_image(start), START_IMAGE, sha256_file(start), recent)
+    return Resumable(1, None, None, None, recent)
+
+
+def run_chain(
+    chain: Chain, writer: ChainWriter, point: Resumable, until: int | None, stop: StopFlag,
+    on_step: Callable[[dict], None] = lambda record: None, extras=None,
+) -> int:
+    """Advance and commit steps until `until` or a stop request; returns how many steps were committed.
+
+    The work is done by resilience.Runner (retries, disk-full pause, policy, budget, watchdog); with no
+    `extras` it is the plain chain, with retries and the disk-full pause.
+    """
+    from zoetrope.loop.runner import Extras, Runner
+
+    runner = Runner(chain, writer, chain.config, stop, extras or Extras(), on_step)
+    return runner.run(point.image, point.input_name, point.input_sha256, until)
+
+
+def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=None, heartbeat: bool = False,
+                   measure_energy: bool = True):
+    """The services around the chain (energy meter, content policy, budget, watchdog), built and checked
+    before anything is written: a blocklist file that cannot be read or an energy budget that cannot be
+    measured stops here."""
+    from zoetrope.loop.care.budget import Budget
+    from zoetrope.loop.care.energy import EnergyMeter
+    from zoetrope.loop.care.policy import load_policy
+    from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, LoopState, Watchdog
+    from zoetrope.loop.runner import Extras
+
+    energy = EnergyMeter.open(device) if measure_energy else None
+    p = config.policy
+    policy = load_policy(p, device, dtype) if (p.blocklist or p.blocklist_file or p.safety_checker) else None
+    if policy is not None and config.start.prompt is not None:
+        term = policy.blocklist.find(config.prompt.build(config.start.prompt))
+        if term is not None:  # the fallback of a blocked step must itself pass the policy
+            raise UserError(f"start.prompt: contains the blocked term {term!r} (policy.blocklist)")
+    budget = None
+    if config.budget.images_per_hour is not None or config.budget.kwh_per_day is not None:
+        log_path = Path(folder) / LOG_NAME
+        budget = Budget(config.budget, energy is not None,
+                        last_start=log_path.stat().st_mtime if log_path.is_file() else None)
+    # The heartbeat file is for unattended runs (--service, --display, or a configured path): a plain
+    # `loop` leaves its chain folder exactly as before.
+    path = None
+    if config.service.heartbeat_file:
+        path = Path(config.service.heartbeat_file)
+    elif heartbeat:
+        path = Path(folder) / HEARTBEAT_NAME
+    watchdog = Watchdog(LoopState(str(folder)), path)
+    return Extras(policy=policy, energy=energy, budget=budget, watchdog=watchdog)
+
+
+def open_models(painter_spec: str, captioner_spec: str, revisions: tuple[str | None, str | None] = (None, None),
+                device: str | None = None, speed=None):
+    """Load both models once for the run (a load failure is a UserError that says what to do).
+    `speed` is a config.SpeedSettings (attention, channels_last, compile, vae)."""
+    from zoetrope.settings.params import SpeedOptions
+    from zoetrope.stages.device import pick_device
+    from zoetrope.stages.models import load_captioner, load_painter, quiet_libraries
+
+    quiet_libraries()
+    plan = pick_device(device)
+    options = speed.options() if speed is not None else SpeedOptions()
+    painter = load_painter(painter_spec, plan, revisions[0], options)  # `tiny` has no Hub revision: ignored
+    captioner = load_captioner(captioner_spec, plan, revisions[1])
+    return painter, captioner, plan
+
+
+def start_run(folder: Path, config: LoopConfig, start_image: Image.Image | None, painter, captioner,
+              plan: DevicePlan, parent: dict | None = None) -> tuple[ChainWriter, Resumable]:
+    """Create a chain folder: header (and start.png), durable before the first step begins."""
+    header = make_header(folder.name, config, painter, captioner, plan, parent)
+    writer = ChainWriter.create(folder, header, start_image, painter.ref.id)
+    if start_image is None:
+        return writer, Resumable(1, None, None, None, [])
+    return writer, Resumable(1, start_image, START_IMAGE, sha256_file(folder / START_IMAGE), [])
+
+
+def reopen_run(logged: ChainLog, config: LoopConfig, painter) -> tuple[ChainWriter, Resumable]:
+    point = resume_point(logged, config)
+    return ChainWriter.reopen(logged, painter.ref.id), point
+
+
+def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Resumable,
+          echo: Callable[[str], None] = lambda line: print(line, flush=True), extras=None) -> int:
+    """Run the chain in the foreground with a progress line per step; Ctrl-C/SIGTERM stop it cleanly.
+    A step that keeps failing exits the process with status 3, for the supervisor to restart it."""
+    from zoetrope.loop.runner import EXIT_STEP_FAILED, StepFailed
+
+    if extras is None:
+        plan = getattr(painter, "plan", None)
+        extras = gallery_extras(config, writer.folder, plan.device if plan else "cpu", plan.dtype if plan else None)
+    chain = Chain(config, captioner, painter, next_step=point.next_step, recent_captions=point.recent_captions)
+    stop = StopFlag()
+    stop.install()
+    try:
+        return run_chain(chain, writer, point, config.steps, stop,
+                         on_step=lambda record: echo(progress_line(record)), extras=extras)
+    except StepFailed as exc:
+        log.error("%s; exiting with status %d so the supervisor restarts the loop", exc, EXIT_STEP_FAILED,
+                  exc_info=exc.__cause__)
+        raise SystemExit(EXIT_STEP_FAILED) from exc
+
+
+def default_run_folder(config: LoopConfig, root: Path = Path("renders/chains")) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{config.name}-{stamp}"
+
+
+def progress_line(record: dict) -> str:
+    caption = record["caption"] if record["caption"] is not None else f"(start prompt) {record['prompt']}"
+    flags = "".join(f" [{e['kind']}]" for e in record["events"])
+    return f"step {record['step']:>6}  {record['seconds']['total']:7.2f}s  {caption}{flags}"

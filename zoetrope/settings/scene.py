@@ -1,0 +1,220 @@
+"""Scene scripts (scenes/*.yaml): a film as a list of keyframes, validated before anything renders.
+
+A file is either one scene script (top-level `keyframes`) or a film file (top-level `scenes`, each a scene
+script with a `name`) whose scenes are concatenated into one film. Every mistake is one line naming the
+file, line, and field path, e.g. `scenes/x.yaml:14: keyframes[2].hold: Input should be greater than 0`.
+
+Durations: `hold` and `transition` must be > 0 (a zero is almost always a typo; write a short duration if a
+cut is wanted). A duration under half a frame rounds to 0 frames under the frame-count rule (docs/films.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from zoetrope.base.errors import UserError
+from zoetrope.settings.params import SCHEDULERS
+from zoetrope.settings.parsing import Strict, load_yaml_model
+from zoetrope.settings.timing import EASINGS, frame_count
+
+SCHEMA_VERSION = 1
+ANCESTRAL = {"euler_a"}  # add fresh noise every step: a walk through them flickers
+Easing = Literal["linear", "ease-in", "ease-out", "ease-in-out", "smoothstep"]
+Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels; a multiple of 8 (VAE downsampling)")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="names the frame-cache folder")]
+assert set(EASINGS) == set(Easing.__args__)  # one list of curves
+
+
+def _field_error(loc: tuple, message: str, value) -> ValidationError:
+    """A validation error at a nested location, so the message names e.g. keyframes[3].transition."""
+    return ValidationError.from_exception_data(
+        "scene", [InitErrorDetails(type=PydanticCustomError("scene", message), loc=loc, input=value)]
+    )
+
+
+def _check_audio(value: str | None, info: ValidationInfo) -> str | None:
+    """The audio file must exist now, relative to the script's folder (context["base"]), not at encode time."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base", "."))
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if not path.is_file():
+        raise ValueError(f"audio file not found: {path}")
+    return str(path)
+
+
+class Keyframe(BaseModel):
+    model_config = Strict
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = Field(None, description="default: the scene's negative_prompt")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="default: the scene's seed + this keyframe's index")
+    hold: float = Field(1.0, gt=0, le=3600, description="seconds on this keyframe")
+    transition: float | None = Field(None, gt=0, le=3600, description="seconds to the next keyframe (default: scene's)")
+    easing: Easing | None = Field(None, description="default: the scene's easing")
+    subtitle: str | None = Field(None, min_length=1, description="shown from this keyframe to the next; .srt text")
+    intertitle: str | None = Field(None, min_length=1, description="a title card for the first half of the hold")
+
+
+class SceneScript(BaseModel):
+    model_config = Strict
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: Name | None = Field(None, description="required in a film file; default: the script's file name")
+    title: str = ""
+    fps: int = Field(24, ge=1, le=120)
+    width: Size = 256
+    height: Size = 256
+    model: str = Field("sd-turbo", description="painter preset, local folder or Hub id (--models overrides)")
+    steps: int = Field(4, ge=1, le=150)
+    guidance: float = Field(0.0, ge=0.0, le=30.0)
+    scheduler: str = Field("euler", description="non-ancestral only: ancestral samplers flicker")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed: keyframe i without a seed uses seed + i")
+    style: str = Field("", description="appended to every prompt, after a comma")
+    negative_prompt: str = ""
+    transition: float = Field(2.0, gt=0, le=3600, description="default seconds between keyframes")
+    easing: Easing = "ease-in-out"
+    burn_subtitles: bool = Field(False, description="draw subtitles on the frames (the .srt is always written)")
+    audio: str | None = Field(None, description="audio file, relative to the script; cut to the picture")
+    keyframes: list[Keyframe] = Field(min_length=1)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _non_ancestral(cls, value: str) -> str:
+        if value not in SCHEDULERS:
+            raise ValueError(f"must be one of {', '.join(sorted(set(SCHEDULERS) - ANCESTRAL))}")
+        if value in ANCESTRAL:
+            raise ValueError("ancestral samplers add fresh noise every step and make a walk flicker; use euler")
+        return value
+
+    @field_validator("audio")
+    @classmethod
+    def _audio_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_audio(value, info)
+
+    @field_validator("keyframes")
+    @classmethod
+    def _last_has_no_transition(cls, keyframes: list[Keyframe]) -> list[Keyframe]:
+        last = keyframes[-1]
+        if last.transition is not None:
+            raise _field_error((len(keyframes) - 1, "transition"),
+                               "the last keyframe has no transition (nothing follows it)", last.transition)
+        return keyframes
+
+    @model_validator(mode="after")
+    def _not_empty(self):
+        if self.frame_count() == 0:
+            raise ValueError(f"the script is 0 frames long at {self.fps} fps")
+        return self
+
+    # ------------------------------------------------------------------------------------ resolved
+
+    def transition_of(self, i: int) -> float:
+        """Seconds from keyframe i to i + 1 (0 after the last keyframe)."""
+        if i == len(self.keyframes) - 1:
+            return 0.0
+        t = self.keyframes[i].transition
+        return self.transition if t is None else t
+
+    def easing_of(self, i: int) -> str:
+        return self.keyframes[i].easing or self.easing
+
+    def prompt_of(self, i: int) -> str:
+        prompt = self.keyframes[i].prompt.strip()
+        return f"{prompt}, {self.style.strip()}" if self.style.strip() else prompt
+
+    def negative_of(self, i: int) -> str:
+        negative = self.keyframes[i].negative_prompt
+        return self.negative_prompt if negative is None else negative
+
+    def seed_of(self, i: int) -> int:
+        seed = self.keyframes[i].seed
+        return (self.seed + i) % 2**31 if seed is None else seed
+
+    def frame_count(self) -> int:
+        """The frame-count rule: sum of round(hold x fps) plus sum of round(transition x fps)."""
+        return sum(frame_count(k.hold, self.fps) + frame_count(self.transition_of(i), self.fps)
+                   for i, k in enumerate(self.keyframes))
+
+
+class FilmFile(BaseModel):
+    """Several named scenes concatenated into one film; they must share fps and size."""
+
+    model_config = Strict
+    schema_version: Literal[1] = SCHEMA_VERSION
+    title: str = ""
+    audio: str | None = Field(None, description="audio for the whole film, relative to this file")
+    scenes: list[SceneScript] = Field(min_length=1)
+
+    @field_validator("audio")
+    @classmethod
+    def _audio_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_audio(value, info)
+
+    @field_validator("scenes")
+    @classmethod
+    def _consistent(cls, scenes: list[SceneScript]) -> list[SceneScript]:
+        seen: set[str] = set()
+        first = scenes[0]
+        for i, scene in enumerate(scenes):
+            if scene.name is None:
+                raise _field_error((i, "name"), "a scene in a film file needs a name", None)
+            if scene.name in seen:
+                raise _field_error((i, "name"), f"duplicate scene name {scene.name!r}", scene.name)
+            seen.add(scene.name)
+            for field in ("fps", "width", "height"):
+                if getattr(scene, field) != getattr(first, field):
+                    raise _field_error((i, field), f"every scene must have the first scene's {field} "
+                                       f"({getattr(first, field)})", getattr(scene, field))
+            if scene.audio is not None:
+                raise _field_error((i, "audio"), "in a film file, audio belongs to the film, not a scene", scene.audio)
+        return scenes
+
+
+@dataclass
+class Film:
+    """What `render` works from: one or more scenes sharing fps and size, and an optional audio file."""
+
+    title: str
+    scenes: list[tuple[str, SceneScript]]
+    audio: Path | None
+
+    @property
+    def fps(self) -> int:
+        return self.scenes[0][1].fps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        first = self.scenes[0][1]
+        return first.width, first.height
+
+    def frame_count(self) -> int:
+        return sum(s.frame_count() for _, s in self.scenes)
+
+
+def load_film(path: Path) -> Film:
+    """Read a scene script or a film file; any mistake is a UserError `file:line: field: message`."""
+    path = Path(path)
+    context = {"base": str(path.parent)}
+    try:
+        top = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        top = None  # load_yaml_model reports it with the line
+    if isinstance(top, dict) and "scenes" in top:
+        film = load_yaml_model(path, FilmFile, context)
+        return Film(film.title, [(s.name, s) for s in film.scenes], Path(film.audio) if film.audio else None)
+    script = load_yaml_model(path, SceneScript, context)
+    name = script.name or path.stem
+    if not _valid_name(name):
+        raise UserError(f"{path}: the file name {path.stem!r} cannot name a cache folder; add a `name:` key")
+    return Film(script.title, [(name, script)], Path(script.audio) if script.audio else None)
+
+
+def _valid_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name) is not None

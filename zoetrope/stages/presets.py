@@ -1,0 +1,58 @@
+"""Model names: presets, `tiny`, where Zoetrope keeps what it builds, and the resolved reference that a log
+records. Torch-free, so listing presets or reading a log's model ids loads no framework.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Role = Literal["painter", "captioner", "decoder"]
+
+
+TINY = "tiny"
+
+
+TINY_BUILD_VERSION = "1"  # bump when the tiny builder changes: it names the cache folder
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    role: Role
+    repo_id: str
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("sd-turbo", "painter", "stabilityai/sd-turbo", "SD 2.1 distilled: 1-4 steps, guidance 0, 512 px"),
+        Preset("sdxl-turbo", "painter", "stabilityai/sdxl-turbo", "SDXL distilled: 1-4 steps, guidance 0, 512 px"),
+        Preset("sd15", "painter", "stable-diffusion-v1-5/stable-diffusion-v1-5", "SD 1.5: 25+ steps, guidance 7"),
+        Preset("blip-base", "captioner", "Salesforce/blip-image-captioning-base", "BLIP base captioner"),
+        Preset("blip-large", "captioner", "Salesforce/blip-image-captioning-large", "BLIP large captioner"),
+        Preset("taesd", "decoder", "madebyollin/taesd", "tiny SD 1/2 decoder for previews and fast films (--vae taesd)"),
+        Preset("taesdxl", "decoder", "madebyollin/taesdxl", "tiny SDXL decoder (--vae taesd with an SDXL painter)"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: what to load (`source`, a folder or Hub id) and what to log (`id`, `revision`)."""
+
+    role: Role
+    id: str
+    source: str
+    revision: str | None = None
+
+    def as_log(self) -> dict:
+        return {"id": self.id, "revision": self.revision}
+
+
+def cache_dir() -> Path:
+    """Where Zoetrope keeps what it builds (tiny models); `ZOETROPE_CACHE` overrides."""
+    return Path(os.environ.get("ZOETROPE_CACHE") or Path.home() / ".cache" / "zoetrope")
