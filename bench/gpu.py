@@ -28,8 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from zoetrope.film.rows import measure_rows  # noqa: E402
 from zoetrope.film.walk import ROWS  # noqa: E402
 from zoetrope.loop.chain import Chain  # noqa: E402
-from zoetrope.loop.chainlog import ChainWriter  # noqa: E402
-from zoetrope.loop.run import step_record  # noqa: E402
+from zoetrope.loop.chainlog import ChainWriter, step_record  # noqa: E402
 from zoetrope.settings.loop import LoopConfig  # noqa: E402
 from zoetrope.settings.params import (
     PaintParams,  # noqa: E402

@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from zoetrope.cli.main import progress_line  # noqa: E402
 from zoetrope.loop.chain import Chain, step_seed  # noqa: E402
-from zoetrope.loop.run import Resumable, StopFlag, progress_line, run_chain, start_run  # noqa: E402
+from zoetrope.loop.run import Resumable, StopFlag, run_chain, start_run  # noqa: E402
 from zoetrope.settings.loop import LoopConfig  # noqa: E402
 from zoetrope.stages.device import pick_device  # noqa: E402
 from zoetrope.stages.models import load_captioner, load_painter, quiet_libraries

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.fakes import FakeCaptioner, FakePainter
 from zoetrope.loop.care.watchdog import LoopState, Watchdog
 from zoetrope.loop.chain import Chain
-from zoetrope.loop.chainlog import ChainWriter
+from zoetrope.loop.chainlog import SCHEMA_VERSION, ChainWriter
 from zoetrope.loop.runner import Extras, Runner
 from zoetrope.settings.loop import LoopConfig
 
@@ -19,7 +19,7 @@ def config(**changes) -> LoopConfig:
 
 
 def header(cfg: LoopConfig) -> dict:
-    return {"kind": "header", "schema_version": 1, "run_id": "test", "created": "t",
+    return {"kind": "header", "schema_version": SCHEMA_VERSION, "run_id": "test", "created": "t",
             "config": cfg.model_dump(mode="json"), "models": {"painter": {"id": "fake-painter", "revision": None},
                                                               "captioner": {"id": "fake-captioner", "revision": None}},
             "parent": None}
@@ -51,11 +51,11 @@ def make_runner(folder: Path, cfg: LoopConfig, painter=None, captioner=None, ext
                 time: FakeTime | None = None, disk_free=lambda p: 10**12, heartbeat: bool = True):
     painter, captioner = painter or FakePainter(), captioner or FakeCaptioner()
     writer = ChainWriter.create(folder, header(cfg), None, painter.ref.id)
-    chain = Chain(cfg, captioner, painter)
-    time = time or FakeTime()
     if extras is None:
         extras = Extras(watchdog=Watchdog(LoopState(str(folder)), folder / "heartbeat.json" if heartbeat else None))
-    runner = Runner(chain, writer, cfg, Stop(), extras, clock=time.clock, sleep=time.sleep, disk_free=disk_free)
+    chain = Chain(cfg, captioner, extras.painter_for(painter))
+    time = time or FakeTime()
+    runner = Runner(chain, writer, Stop(), extras, clock=time.clock, sleep=time.sleep, disk_free=disk_free)
     return runner, painter, captioner, time
 
 

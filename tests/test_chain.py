@@ -3,6 +3,7 @@
 from itertools import pairwise
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.fakes import FakeCaptioner, FakePainter
@@ -73,7 +74,8 @@ def test_guard_fires_on_a_scripted_attractor_and_perturbs():
     fired = steps[2].events
     assert fired and fired[0]["kind"] == "repetition_guard" and fired[0]["similar_to_step"] == 2
     assert fired[0]["caption"] == "a man standing in a field" and fired[0]["similarity"] == 1.0
-    assert fired[0]["actions"] == ["sample_caption", "reseed"]
+    assert steps[2].recaptioned and steps[2].appended_word is None and steps[2].attempt == 0
+    assert not steps[1].recaptioned
     assert steps[2].seed == step_seed(11, 3, attempt=1) and steps[2].caption_params["mode"] == "sample"
     assert steps[2].caption == f"a lighthouse number {step_seed(11, 3, attempt=1)}"
 
@@ -82,7 +84,7 @@ def test_guard_adds_a_lexicon_word_when_sampling_repeats_too():
     captioner = FakeCaptioner(lambda key, mode, seed: "a man standing in a field")
     cfg = config(guard={"lexicon": ["orchard"]})
     steps = list(Chain(cfg, captioner, FakePainter()).run(None, until=3))
-    assert steps[2].events[0]["actions"] == ["sample_caption", "reseed", "lexicon:orchard"]
+    assert steps[2].recaptioned and steps[2].appended_word == "orchard"
     assert steps[2].prompt == "a man standing in a field, orchard, oil"
 
 
@@ -117,3 +119,28 @@ def test_resumed_chain_continues_exactly():
     assert [(s.step, s.caption, s.seed, s.image.tobytes()) for s in rest] == [
         (s.step, s.caption, s.seed, s.image.tobytes()) for s in whole[3:]
     ]
+
+
+def test_an_attempt_changes_nothing_until_it_is_accepted():
+    captioner = FakeCaptioner(lambda key, mode, seed: "a man standing in a field")
+    chain = Chain(config(guard={"lexicon": ["orchard"]}), captioner, FakePainter())
+    first = chain.next_step(None)
+    second = chain.next_step(first.image)
+    rejected = chain.attempt(second.image, attempt=1)
+    assert chain.step_number == 3 and chain.recent_captions == [(2, "a man standing in a field")]
+    again = chain.attempt(second.image, attempt=1)
+    assert again.seed == rejected.seed and again.prompt == rejected.prompt  # a retry is the same attempt
+    assert chain.attempt(second.image).seed != rejected.seed  # another attempt number, another seed
+    chain.accept(again)
+    assert chain.step_number == 4 and chain.recent_captions[-1] == (3, again.caption)
+    with pytest.raises(ValueError, match="attempt at step 3 but the chain is at step 4"):
+        chain.accept(rejected)
+
+
+def test_attempt_options_sample_the_caption_and_shrink_the_painting():
+    captioner = FakeCaptioner(lambda key, mode, seed: f"{mode} caption")
+    chain = Chain(config(), captioner, FakePainter())
+    first = chain.next_step(None)
+    step = chain.attempt(first.image, attempt=2, sample_caption=True, size=(32, 48))
+    assert step.caption == "sample caption" and step.attempt == 2
+    assert (step.paint_params["width"], step.paint_params["height"]) == (32, 48)

@@ -7,11 +7,18 @@ import pytest
 from PIL import Image
 
 from zoetrope.base.files import sha256_file
-from zoetrope.loop.chainlog import ChainLogError, ChainWriter, encode_png, read_chain, step_image_name
+from zoetrope.loop.chainlog import (
+    SCHEMA_VERSION,
+    ChainLogError,
+    ChainWriter,
+    encode_png,
+    read_chain,
+    step_image_name,
+)
 
 
 def header(**changes):
-    return {"kind": "header", "schema_version": 1, "run_id": "r", "created": "t", "config": {},
+    return {"kind": "header", "schema_version": SCHEMA_VERSION, "run_id": "r", "created": "t", "config": {},
             "models": {"painter": {"id": "m", "revision": None}}, "parent": None} | changes
 
 
@@ -20,6 +27,7 @@ def record(n: int, **changes):
             "caption_params": {}, "prompt": f"prompt {n} שלום 猫", "negative_prompt": "blur", "seed": n,
             "paint_params": {"steps": 1, "guidance": 0.0, "width": 8, "height": 8, "scheduler": "euler",
                              "strength": None},
+            "attempt": 0, "recaptioned": False, "appended_word": None,
             "image": step_image_name(n), "image_sha256": None, "seconds": {"total": 0.1}, "energy_j": None,
             "events": []} | changes
 

@@ -63,7 +63,7 @@ def test_a_blocked_caption_is_reseeded_with_a_sampled_caption_and_logged(tmp_pat
         assert event["kind"] == "policy_blocked" and event["where"] == "prompt" and event["term"] == "knife"
     # the blocked prompt was never painted, and the guard never remembered the blocked caption
     assert not any("knife" in call["prompts"][0] for call in painter.calls)
-    assert all("knife" not in c for _, c in runner.chain.guard.recent)
+    assert all("knife" not in c for _, c in runner.chain.recent_captions)
 
 
 def test_a_step_blocked_every_time_skips_to_the_start_prompt(tmp_path):

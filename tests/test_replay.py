@@ -21,11 +21,11 @@ SMALL = {"seed": 5, "steps": 6, "paint": {"width": 64, "height": 64}, "models": 
 
 def make_chain(folder: Path, painter, captioner, plan, **changes) -> Path:
     """Run a chain in-process with the session's tiny models (what `loop --models tiny` writes)."""
-    from zoetrope.loop.run import drive, start_run
+    from zoetrope.loop.run import StopFlag, drive, start_run
 
     config = LoopConfig.model_validate(SMALL | changes)
     writer, point = start_run(folder, config, None, painter, captioner, plan)
-    drive(config, painter, captioner, writer, point, echo=lambda line: None)
+    drive(config, painter, captioner, writer, point, StopFlag())
     return folder
 
 

@@ -21,8 +21,7 @@ from zoetrope.loop import chainlog
 from zoetrope.loop.care.budget import Budget
 from zoetrope.loop.care.watchdog import LoopState, Watchdog, sd_notify
 from zoetrope.loop.chain import Chain, step_seed
-from zoetrope.loop.chainlog import ChainWriter, read_chain
-from zoetrope.loop.run import step_record
+from zoetrope.loop.chainlog import ChainWriter, read_chain, step_record
 from zoetrope.loop.runner import Extras, StepFailed, is_black, is_oom
 from zoetrope.settings.loop import BudgetSettings
 
@@ -98,16 +97,28 @@ def test_a_step_that_keeps_failing_exits_non_zero(tmp_path):
     assert read_chain(tmp_path / "c").steps == []
 
 
-def test_drive_exits_with_status_3(tmp_path, monkeypatch):
+def test_a_step_that_keeps_failing_exits_the_cli_with_status_3(tmp_path, monkeypatch):
+    from zoetrope.cli import main as cli
     from zoetrope.loop import run as loop
 
     cfg = config(resilience={"retries": 0})
     writer = ChainWriter.create(tmp_path / "c", header(cfg), None, "fake-painter")
     point = loop.Resumable(1, None, None, None, [])
-    monkeypatch.setattr(loop.StopFlag, "install", lambda self: None)
+    monkeypatch.setattr(cli, "stop_on_signals", loop.StopFlag)  # no signal handlers in the test process
     with pytest.raises(SystemExit) as exit_info:
-        loop.drive(cfg, FlakyPainter([RuntimeError("x")]), FakeCaptioner(), writer, point, echo=lambda line: None)
+        cli.drive_in_foreground(cfg, FlakyPainter([RuntimeError("x")]), FakeCaptioner(), writer, point,
+                                echo=lambda line: None)
     assert exit_info.value.code == 3
+
+
+def test_drive_raises_step_failed_rather_than_exiting(tmp_path):
+    from zoetrope.loop import run as loop
+
+    cfg = config(resilience={"retries": 0})
+    writer = ChainWriter.create(tmp_path / "c", header(cfg), None, "fake-painter")
+    with pytest.raises(StepFailed, match="failed 1 times"):
+        loop.drive(cfg, FlakyPainter([RuntimeError("x")]), FakeCaptioner(), writer,
+                   loop.Resumable(1, None, None, None, []), loop.StopFlag())
 
 
 def test_out_of_memory_frees_and_retries_once_smaller(tmp_path):

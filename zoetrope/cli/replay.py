@@ -99,9 +99,10 @@ def cmd_verify(args) -> int:
 
 
 def cmd_fork(args) -> int:
+    from zoetrope.cli.main import drive_in_foreground
     from zoetrope.curate.replay import default_fork_folder, fork_config, fork_source, parent_entry
     from zoetrope.loop.chainlog import read_chain, require_new_chain
-    from zoetrope.loop.run import drive, open_models, start_run
+    from zoetrope.loop.run import open_models, start_run
 
     chain = read_chain(args.chain)
     # Everything the user gave is checked before any model is loaded or anything written.
@@ -120,7 +121,7 @@ def cmd_fork(args) -> int:
     writer, point = start_run(folder, config, start_image, painter, captioner, plan,
                               parent=parent_entry(chain, args.from_step, folder))
     _echo(f"fork {folder} of {chain.header['run_id']} at step {args.from_step} ({plan.device}, {plan.dtype_name})")
-    done = drive(config, painter, captioner, writer, point, echo=_echo)
+    done = drive_in_foreground(config, painter, captioner, writer, point, echo=_echo)
     _echo(f"{done} steps written to {folder}")
     return 0
 

@@ -142,16 +142,13 @@ class VerifyReport:
 
 
 def expected_prompt(config: dict, record: dict) -> str | None:
-    """The prompt the logged config builds from the logged caption (and a lexicon word the guard added)."""
+    """The prompt the logged config builds from the logged caption (and the word the guard appended)."""
     from zoetrope.settings.loop import PromptSettings
 
     if record.get("caption") is None:
         return None
-    caption = record["caption"]
-    for event in record.get("events") or []:
-        for action in event.get("actions") or []:
-            if action.startswith("lexicon:"):
-                caption = f"{caption}, {action.removeprefix('lexicon:')}"
+    word = record["appended_word"]
+    caption = record["caption"] if word is None else f"{record['caption']}, {word}"
     return PromptSettings.model_validate(config["prompt"]).build(caption)
 
 
@@ -218,7 +215,7 @@ def verify_chain(chain: ChainLog, painter, captioner, plan, versions: dict, min_
         image = painter.paint([record["prompt"]], params=params, seeds=[record["seed"]],
                               negative_prompts=[record["negative_prompt"]],
                               init_images=[image_in] if params.strength is not None else None)[0]
-        png = encode_png(image, record, model_id)
+        png = encode_png(image, record, model_id, chain.written_as(record["step"]))
         identical = sha256_bytes(png) == record.get("image_sha256")
         max_diff = psnr = None
         if file.status != "missing":

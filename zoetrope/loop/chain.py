@@ -15,14 +15,20 @@ import re
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from zoetrope.settings.loop import GuardSettings, LoopConfig
 
+if TYPE_CHECKING:
+    from zoetrope.stages.protocols import CaptionerLike, PainterLike
+
 log = logging.getLogger(__name__)
+
+RESEED_ATTEMPT_BASE = 1000  # re-seeded attempts draw from step_seed(seed, n, 1000 + k): no clash with the guard's
 
 
 def step_seed(base: int, step: int, attempt: int = 0) -> int:
@@ -62,7 +68,11 @@ class RepetitionGuard:
 
 @dataclass
 class Step:
-    """A painted step, as the chain log records it (images as PIL objects; the writer names them)."""
+    """A painted step, as the chain log records it (images as PIL objects; the writer names them).
+
+    `attempt` counts the re-seeded attempts the runner made before this one (0: the first try);
+    `recaptioned` and `appended_word` say what the repetition guard did: re-captioned with sampling under a
+    fresh seed, and appended a lexicon word to the caption before the prompt template."""
 
     step: int
     input_image: Image.Image | None
@@ -75,82 +85,119 @@ class Step:
     image: Image.Image
     seconds: dict[str, float]
     events: list[dict] = field(default_factory=list)
+    attempt: int = 0
+    recaptioned: bool = False
+    appended_word: str | None = None
 
 
 class Chain:
-    """Advances one chain: `next_step(image)` captions `image`, builds the prompt, and paints the next one."""
+    """Owns the step: `attempt(image)` makes a candidate for the current step without changing the chain;
+    `accept(step)` keeps it (the guard remembers its caption, the step number advances). A caller that
+    rejects a candidate (a black image, a blocked prompt) just asks for another attempt.
+    """
 
-    def __init__(self, config: LoopConfig, captioner, painter, *, next_step: int = 1,
+    def __init__(self, config: LoopConfig, captioner: CaptionerLike, painter: PainterLike, *, next_step: int = 1,
                  recent_captions: list[tuple[int, str]] = ()):
         self.config = config
         self.captioner = captioner
         self.painter = painter
-        self.step_number = next_step
-        self.guard = RepetitionGuard(config.guard, recent_captions)
+        self._step_number = next_step
+        self._guard = RepetitionGuard(config.guard, recent_captions)
         self._warned_truncation = False
 
+    @property
+    def step_number(self) -> int:
+        """The step that the next attempt paints."""
+        return self._step_number
+
+    @property
+    def recent_captions(self) -> list[tuple[int, str]]:
+        """(step, caption) pairs the guard compares with, oldest first."""
+        return list(self._guard.recent)
+
     def run(self, image: Image.Image | None, until: int | None = None) -> Iterator[Step]:
-        """Yield steps from `self.step_number` on, forever or through step `until`."""
-        while until is None or self.step_number <= until:
+        """Yield accepted steps from `step_number` on, forever or through step `until`."""
+        while until is None or self._step_number <= until:
             step = self.next_step(image)
             image = step.image
             yield step
 
     def next_step(self, image: Image.Image | None) -> Step:
-        n, cfg = self.step_number, self.config
+        """The first attempt at the current step, accepted."""
+        step = self.attempt(image)
+        self.accept(step)
+        return step
+
+    def accept(self, step: Step) -> None:
+        """Keep `step` as the current step: the guard remembers its caption and the chain moves on."""
+        if step.step != self._step_number:
+            raise ValueError(f"`step` is an attempt at step {step.step} but the chain is at step {self._step_number}.")
+        if step.caption is not None:
+            self._guard.remember(step.step, step.caption)
+        self._step_number += 1
+
+    def attempt(self, image: Image.Image | None, *, attempt: int = 0, sample_caption: bool = False,
+                size: tuple[int, int] | None = None) -> Step:
+        """Caption `image`, build the prompt and paint a candidate for the current step; the chain is unchanged.
+
+        `attempt` k > 0 re-seeds the step from `step_seed(seed, n, RESEED_ATTEMPT_BASE + k)`; `sample_caption`
+        captions by sampling (a beam caption is the same whatever the seed); `size` paints smaller (after an
+        out-of-memory error). The first attempt with none of these is what an undisturbed chain paints.
+        """
+        n, cfg = self._step_number, self.config
+        base = cfg.seed if attempt == 0 else step_seed(cfg.seed, n, RESEED_ATTEMPT_BASE + attempt)
         started = time.perf_counter()
-        seed = step_seed(cfg.seed, n)
+        seed = step_seed(base, n)
         events: list[dict] = []
-        caption = caption_params = None
+        caption = caption_params = word = None
+        recaptioned = False
         if image is None:  # step 1 of a prompt-started chain paints the start prompt itself
             prompt = cfg.start.prompt
         else:
-            caption, caption_params, seed, word = self._caption(image, n, seed, events)
+            mode = "sample" if sample_caption else None
+            caption, caption_params, seed, recaptioned, word = self._caption(image, n, base, seed, mode, events)
             prompt = cfg.prompt.build(caption if word is None else f"{caption}, {word}")
         caption_seconds = time.perf_counter() - started
         self._check_length(prompt, events)
 
         params = cfg.paint.params()
+        if size is not None:
+            params = replace(params, width=size[0], height=size[1])
         drift = cfg.paint.mode == "drift" and image is not None
         painted = self.painter.paint(
             [prompt], params=params, seeds=[seed], negative_prompts=[cfg.prompt.negative],
             init_images=[image] if drift else None,
         )[0]
         if not drift:  # text-to-image: strength does not apply, so the record does not claim one
-            params = params.__class__(**(params.as_log() | {"strength": None}))
+            params = replace(params, strength=None)
         total = time.perf_counter() - started
-        if caption is not None:
-            self.guard.remember(n, caption)
-        self.step_number += 1
         return Step(
             step=n, input_image=image, caption=caption, caption_params=caption_params, prompt=prompt,
             negative_prompt=cfg.prompt.negative, seed=seed, paint_params=params.as_log(), image=painted,
             seconds={"caption": round(caption_seconds, 4), "paint": round(total - caption_seconds, 4),
                      "total": round(total, 4)},
-            events=events,
+            events=events, attempt=attempt, recaptioned=recaptioned, appended_word=word,
         )
 
-    def _caption(self, image: Image.Image, n: int, seed: int, events: list[dict]):
-        """Caption `image`; when the guard fires, perturb: sampled re-caption, fresh seed, lexicon word."""
-        params = self.config.caption.params()
+    def _caption(self, image: Image.Image, n: int, base: int, seed: int, mode: str | None, events: list[dict]):
+        """Caption `image`; when the guard fires, perturb: sampled re-caption, fresh seed, lexicon word.
+        Returns (caption, caption params, seed, recaptioned, appended word)."""
+        params = self.config.caption.params(**({"mode": mode} if mode else {}))
         caption = self.captioner.caption([image], params, seeds=[seed])[0]
-        hit = self.guard.match(caption)
+        hit = self._guard.match(caption)
         if hit is None:
-            return caption, params.as_log(), seed, None
-        seed = step_seed(self.config.seed, n, attempt=1)
+            return caption, params.as_log(), seed, False, None
+        seed = step_seed(base, n, attempt=1)
         params = self.config.caption.params(mode="sample")
         resampled = self.captioner.caption([image], params, seeds=[seed])[0]
-        actions = ["sample_caption", "reseed"]
         word = None
-        if self.guard.match(resampled) is not None:
+        if self._guard.match(resampled) is not None:
             word = random.Random(seed).choice(self.config.guard.lexicon)
-            actions.append(f"lexicon:{word}")
-        events.append({
-            "kind": "repetition_guard", "caption": caption, "similar_to_step": hit[0],
-            "similarity": round(hit[1], 4), "actions": actions,
-        })
-        log.info("step %d: caption repeats step %d (%.2f); perturbing: %s", n, hit[0], hit[1], ", ".join(actions))
-        return resampled, params.as_log(), seed, word
+        events.append({"kind": "repetition_guard", "caption": caption, "similar_to_step": hit[0],
+                       "similarity": round(hit[1], 4)})
+        log.info("step %d: caption repeats step %d (%.2f); re-captioned by sampling under a fresh seed%s", n, hit[0],
+                 hit[1], f", appended {word!r}" if word else "")
+        return resampled, params.as_log(), seed, True, word
 
     def _check_length(self, prompt: str, events: list[dict]) -> None:
         """The text encoder reads a fixed number of tokens: the rest is cut, and the log says so."""

@@ -7,6 +7,7 @@ only newline-terminated lines. The format is documented in docs/chain-log.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 LOG_NAME = "chain.jsonl"
 START_IMAGE = "start.png"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: what the runner and the repetition guard did are fields (attempt, recaptioned, appended_word)
 STEP_IMAGE_PATTERN = re.compile(r"^step-(\d{6,})\.png$")
 
 
@@ -54,16 +55,45 @@ def a1111_parameters(record: dict, model_id: str) -> str:
     return f"{record['prompt']}\nNegative prompt: {record['negative_prompt']}\n" + ", ".join(fields)
 
 
-def provenance_record(record: dict) -> dict:
-    """The step record as embedded in its PNG: without timings (so equal runs give equal bytes) or its own hash."""
-    return {k: v for k, v in record.items() if k not in ("image_sha256", "seconds", "energy_j")}
+def provenance_record(record: dict, written_as: int = SCHEMA_VERSION) -> dict:
+    """The step record as embedded in its PNG: without timings (so equal runs give equal bytes) or its own hash,
+    in the shape of the schema version the step was written in (a migrated v1 step keeps its v1 chunk)."""
+    dropped = {"image_sha256", "seconds", "energy_j"} | (set(V2_STEP_FIELDS) if written_as < 2 else set())
+    return {k: v for k, v in record.items() if k not in dropped}
 
 
-def encode_png(image: Image.Image, record: dict, model_id: str) -> bytes:
+def encode_png(image: Image.Image, record: dict, model_id: str, written_as: int = SCHEMA_VERSION) -> bytes:
+    """The step PNG exactly as the writer makes it (verify re-encodes a regenerated image through this)."""
     return png.encode(image, {
         "parameters": a1111_parameters(record, model_id),
-        "zoetrope": json.dumps(provenance_record(record), ensure_ascii=False, sort_keys=True),
+        "zoetrope": json.dumps(provenance_record(record, written_as), ensure_ascii=False, sort_keys=True),
     })
+
+
+# ------------------------------------------------------------------------------------------- records
+
+
+def make_header(run_id: str, config: dict, models: dict, versions: dict, device: str, dtype: str,
+                parent: dict | None = None) -> dict:
+    """The header line: everything a replay needs to load the same models with the same settings."""
+    return {
+        "kind": "header", "schema_version": SCHEMA_VERSION, "run_id": run_id,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": config, "models": models, "versions": versions, "device": device, "dtype": dtype, "parent": parent,
+    }
+
+
+def step_record(step, input_name: str | None, input_sha256: str | None, energy_j: float | None = None) -> dict:
+    """A loop.chain.Step as one chain.jsonl line, keys in the documented order (`image_sha256` is filled on
+    commit)."""
+    return {
+        "kind": "step", "step": step.step, "input_image": input_name, "input_sha256": input_sha256,
+        "caption": step.caption, "caption_params": step.caption_params, "prompt": step.prompt,
+        "negative_prompt": step.negative_prompt, "seed": step.seed, "paint_params": step.paint_params,
+        "attempt": step.attempt, "recaptioned": step.recaptioned, "appended_word": step.appended_word,
+        "image": step_image_name(step.step), "image_sha256": None, "seconds": step.seconds,
+        "energy_j": energy_j, "events": step.events,
+    }
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -76,22 +106,62 @@ class ChainLog:
     steps: list[dict]
     warnings: list[str] = field(default_factory=list)
     committed_bytes: int = 0  # length of the newline-terminated part of the file
+    version_on_disk: int = SCHEMA_VERSION  # the file's own schema_version (records are migrated on read)
 
     @property
     def last_step(self) -> int:
         return self.steps[-1]["step"] if self.steps else 0
 
+    def written_as(self, step: int) -> int:
+        """The schema version step `step` was written in (its PNG chunk has that shape): a v1 chain continued
+        by v2 was upgraded on disk, and its header's `migrated` says which steps came before."""
+        for upgrade in self.header.get("migrated") or []:  # oldest first
+            if step <= upgrade["steps"]:
+                return upgrade["from_version"]
+        return self.version_on_disk
 
-def migrate_header(header: dict, where: str) -> dict:
-    """Bring a header of any schema version ever written up to SCHEMA_VERSION (one migration per version)."""
+
+V2_STEP_FIELDS = ("attempt", "recaptioned", "appended_word")
+
+
+def _step_v1_to_v2(record: dict) -> dict:
+    """v1 kept what the guard and the runner did only inside `events` (`actions: ["sample_caption", "reseed",
+    "lexicon:<word>"]`, re-seed events with `attempt`); v2 has them as fields. The events stay as logged."""
+    events = record.get("events") or []
+    guard = [e for e in events if e.get("kind") == "repetition_guard"]
+    actions = [a for e in guard for a in e.get("actions") or []]
+    word = next((a.removeprefix("lexicon:") for a in actions if a.startswith("lexicon:")), None)
+    attempt = max((e["attempt"] for e in events if isinstance(e.get("attempt"), int)), default=0)
+    return record | {"attempt": attempt, "recaptioned": bool(guard), "appended_word": word}
+
+
+# One function per version step: MIGRATIONS[v] turns a version-v (header, step) into version v + 1.
+MIGRATIONS = {1: (lambda header: header, _step_v1_to_v2)}
+
+
+def check_version(header: dict, where: str) -> int:
     version = header.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or version < 1:
         raise ChainLogError(f"{where}: header has no integer schema_version")
     if version > SCHEMA_VERSION:
         raise ChainLogError(
             f"{where}: schema_version {version} is newer than this Zoetrope reads ({SCHEMA_VERSION}); upgrade Zoetrope"
         )
-    return header  # version 1 is the first; later versions add their migrations here
+    return version
+
+
+def migrate_header(header: dict, where: str) -> dict:
+    """Bring a header of any schema version ever written up to SCHEMA_VERSION (one migration per version)."""
+    version = check_version(header, where)
+    for v in range(version, SCHEMA_VERSION):
+        header = MIGRATIONS[v][0](header)
+    return header | {"schema_version": SCHEMA_VERSION}
+
+
+def migrate_step(record: dict, from_version: int) -> dict:
+    for v in range(from_version, SCHEMA_VERSION):
+        record = MIGRATIONS[v][1](record)
+    return record
 
 
 def _record(raw: bytes, path: Path, number: int) -> dict:
@@ -141,7 +211,8 @@ def read_chain(folder: Path | str) -> ChainLog:
         raise ChainLogError(f"{path}: empty log (no header line)")
     records = [_record(raw, path, number) for number, raw in enumerate(lines, start=1)]
     header = _checked_header(records[0], path)
-    steps = records[1:]
+    version = records[0]["schema_version"]
+    steps = [migrate_step(r, version) for r in records[1:]]
     for number, record in enumerate(steps, start=2):
         expected = number - 1
         if record.get("kind") != "step" or record.get("step") != expected:
@@ -150,10 +221,29 @@ def read_chain(folder: Path | str) -> ChainLog:
             )
     for w in warnings:
         log.warning(w)
-    return ChainLog(folder, header, steps, warnings, committed)
+    return ChainLog(folder, header, steps, warnings, committed, version)
 
 
 # ------------------------------------------------------------------------------------------- writing
+
+
+def upgrade(chain: ChainLog) -> Path:
+    """Rewrite an older log in the current schema before anything is appended to it: the old file is kept
+    beside it (`chain.jsonl.v1`), the new one replaces it atomically, and its header's `migrated` records
+    which steps were written in the old version (their PNG chunks keep that shape). Returns the backup."""
+    path = chain.folder / LOG_NAME
+    backup = path.with_name(f"{LOG_NAME}.v{chain.version_on_disk}")
+    if not backup.exists():
+        write_durable(backup, path.read_bytes()[: chain.committed_bytes])
+    header = chain.header | {"migrated": [*(chain.header.get("migrated") or []), {
+        "from_version": chain.version_on_disk, "steps": chain.last_step,
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}]}
+    lines = [header, *chain.steps]
+    write_durable(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines).encode())
+    log.info("%s: upgraded the log from schema %d to %d (the old file is kept as %s)", path,
+             chain.version_on_disk, SCHEMA_VERSION, backup.name)
+    chain.header, chain.version_on_disk = header, SCHEMA_VERSION
+    return backup
 
 
 def require_new_chain(folder: Path, hint: str | None = None) -> None:
@@ -182,12 +272,17 @@ class ChainWriter:
 
     @classmethod
     def reopen(cls, chain: ChainLog, model_id: str) -> ChainWriter:
-        """Resume: cut a torn tail and remove what an interrupted step left (temp files, an unlogged image)."""
+        """Resume: cut a torn tail and remove what an interrupted step left (temp files, an unlogged image).
+        A log of an older schema is first rewritten in the current one (see `upgrade`), so that one file never
+        mixes two versions' lines."""
         folder = chain.folder
-        with open(folder / LOG_NAME, "r+b") as f:
-            f.truncate(chain.committed_bytes)
-            f.flush()
-            os.fsync(f.fileno())
+        if chain.version_on_disk < SCHEMA_VERSION:
+            upgrade(chain)
+        else:
+            with open(folder / LOG_NAME, "r+b") as f:
+                f.truncate(chain.committed_bytes)
+                f.flush()
+                os.fsync(f.fileno())
         for path in folder.iterdir():
             match = STEP_IMAGE_PATTERN.match(path.name)
             if is_temp_name(path.name) or (match and int(match.group(1)) > chain.last_step):

@@ -116,16 +116,17 @@ class GatedPainter(_Shared):
         return _split(images, sizes)
 
 
-def run_many(config, chains: int, root, painter, captioner, plan, start_image=None,
-             echo: Callable[[str], None] = print) -> int:
-    """Start `chains` chains under `root/chain-<k>` (seeds seed, seed+1, ...) and advance them together.
-    Returns the steps committed over all chains; an error in any chain is re-raised once all have stopped."""
+def run_many(config, chains: int, root, painter, captioner, plan, stop, start_image=None,
+             on_step: Callable[[int, dict], None] = lambda k, record: None) -> int:
+    """Start `chains` chains under `root/chain-<k>` (seeds seed, seed+1, ...) and advance them together until
+    `stop` is requested; `on_step(k, record)` hears of each committed step (k from 1). Returns the steps
+    committed over all chains; an error in any chain is re-raised once all have stopped."""
     from pathlib import Path
 
     from zoetrope.base.errors import UserError
     from zoetrope.loop.chain import Chain
     from zoetrope.loop.chainlog import require_new_chain
-    from zoetrope.loop.run import StopFlag, gallery_extras, progress_line, run_chain, start_run
+    from zoetrope.loop.run import gallery_extras, run_chain, start_run
 
     if config.budget.kwh_per_day is not None:
         raise UserError("budget.kwh_per_day: with --chains the GPU's energy cannot be attributed to one chain; "
@@ -141,17 +142,15 @@ def run_many(config, chains: int, root, painter, captioner, plan, start_image=No
                  for cfg, folder in zip(configs, folders, strict=True)]
     gate = BatchGate(chains)
     shared_captioner, shared_painter = GatedCaptioner(captioner, gate), GatedPainter(painter, gate)
-    stop = StopFlag()
-    stop.install()
     done, errors = [0] * chains, []
 
     def advance(k: int, folder) -> None:
         try:
             cfg = configs[k]
             writer, point = start_run(folder, cfg, start_image, painter, captioner, plan)
-            chain = Chain(cfg, shared_captioner, shared_painter, next_step=point.next_step)
+            chain = Chain(cfg, shared_captioner, extras_of[k].painter_for(shared_painter), next_step=point.next_step)
             done[k] = run_chain(chain, writer, point, cfg.steps, stop,
-                                on_step=lambda record: echo(f"[{k + 1}] {progress_line(record)}"), extras=extras_of[k])
+                                on_step=lambda record: on_step(k + 1, record), extras=extras_of[k])
         except BaseException as exc:  # reported after every chain has stopped
             errors.append(exc)
             stop.requested = True

@@ -1,4 +1,4 @@
-"""Running a chain to disk: the header, resume, the step records, and a clean stop on Ctrl-C or SIGTERM.
+"""Running a chain to disk: loading its models, the header, resume, the services around it, a clean stop.
 
 Everything that can be wrong with the user's input is checked before the output folder is created.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
-import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,9 @@ import zoetrope
 from zoetrope.base.errors import UserError
 from zoetrope.base.files import sha256_file
 from zoetrope.base.images import load_image
-from zoetrope.loop.chain import Chain, Step
-from zoetrope.loop.chainlog import LOG_NAME, START_IMAGE, ChainLog, ChainWriter
+from zoetrope.loop.chain import Chain
+from zoetrope.loop.chainlog import LOG_NAME, START_IMAGE, ChainLog, ChainWriter, make_header
+from zoetrope.loop.runner import Extras, Runner
 from zoetrope.settings.loop import LoopConfig
 from zoetrope.stages.device import DevicePlan
 
@@ -37,45 +36,25 @@ def library_versions() -> dict:
             "transformers": transformers.__version__, "zoetrope": zoetrope.__version__}
 
 
-def make_header(run_id: str, config: LoopConfig, painter, captioner, plan: DevicePlan, parent: dict | None = None) -> dict:
-    return {
-        "kind": "header", "schema_version": 1, "run_id": run_id,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": config.model_dump(mode="json"),
-        "models": {"painter": painter.ref.as_log(), "captioner": captioner.ref.as_log()},
-        "versions": library_versions(), "device": plan.device, "dtype": plan.dtype_name, "parent": parent,
-    }
-
-
-def step_record(step: Step, input_name: str | None, input_sha256: str | None) -> dict:
-    """A step as one chain.jsonl line, keys in the documented order (`image_sha256` is filled on commit)."""
-    from zoetrope.loop.chainlog import step_image_name
-
-    return {
-        "kind": "step", "step": step.step, "input_image": input_name, "input_sha256": input_sha256,
-        "caption": step.caption, "caption_params": step.caption_params, "prompt": step.prompt,
-        "negative_prompt": step.negative_prompt, "seed": step.seed, "paint_params": step.paint_params,
-        "image": step_image_name(step.step), "image_sha256": None, "seconds": step.seconds,
-        "energy_j": None, "events": step.events,
-    }
+def new_header(run_id: str, config: LoopConfig, painter, captioner, plan: DevicePlan,
+               parent: dict | None = None) -> dict:
+    """The header of a new chain: the resolved config, the loaded models' ids and revisions, the environment."""
+    return make_header(run_id, config.model_dump(mode="json"),
+                       {"painter": painter.ref.as_log(), "captioner": captioner.ref.as_log()},
+                       library_versions(), plan.device, plan.dtype_name, parent)
 
 
 class StopFlag:
-    """First Ctrl-C / SIGTERM: finish the step in progress, then stop. Second: abandon it at once."""
+    """A stop request shared with the runner: the first finishes the step in progress, then stops; the
+    CLI's signal handler calls `request()` and abandons the step when it returns True (a second request)."""
 
     def __init__(self):
         self.requested = False
 
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: finishing the current step, then stopping "
-              "(again to abandon it)", file=sys.stderr, flush=True)
+    def request(self) -> bool:
+        """Ask the loop to stop; True when it had been asked already (the caller may then abandon the step)."""
+        again, self.requested = self.requested, True
+        return again
 
 
 @dataclass
@@ -111,12 +90,10 @@ def run_chain(
 ) -> int:
     """Advance and commit steps until `until` or a stop request; returns how many steps were committed.
 
-    The work is done by resilience.Runner (retries, disk-full pause, policy, budget, watchdog); with no
+    The work is done by runner.Runner (retries, disk-full pause, policy, budget, watchdog); with no
     `extras` it is the plain chain, with retries and the disk-full pause.
     """
-    from zoetrope.loop.runner import Extras, Runner
-
-    runner = Runner(chain, writer, chain.config, stop, extras or Extras(), on_step)
+    runner = Runner(chain, writer, stop, extras or Extras(), on_step)
     return runner.run(point.image, point.input_name, point.input_sha256, until)
 
 
@@ -129,7 +106,6 @@ def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=
     from zoetrope.loop.care.energy import EnergyMeter
     from zoetrope.loop.care.policy import load_policy
     from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, LoopState, Watchdog
-    from zoetrope.loop.runner import Extras
 
     energy = EnergyMeter.open(device) if measure_energy else None
     p = config.policy
@@ -173,7 +149,7 @@ def open_models(painter_spec: str, captioner_spec: str, revisions: tuple[str | N
 def start_run(folder: Path, config: LoopConfig, start_image: Image.Image | None, painter, captioner,
               plan: DevicePlan, parent: dict | None = None) -> tuple[ChainWriter, Resumable]:
     """Create a chain folder: header (and start.png), durable before the first step begins."""
-    header = make_header(folder.name, config, painter, captioner, plan, parent)
+    header = new_header(folder.name, config, painter, captioner, plan, parent)
     writer = ChainWriter.create(folder, header, start_image, painter.ref.id)
     if start_image is None:
         return writer, Resumable(1, None, None, None, [])
@@ -185,33 +161,18 @@ def reopen_run(logged: ChainLog, config: LoopConfig, painter) -> tuple[ChainWrit
     return ChainWriter.reopen(logged, painter.ref.id), point
 
 
-def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Resumable,
-          echo: Callable[[str], None] = lambda line: print(line, flush=True), extras=None) -> int:
-    """Run the chain in the foreground with a progress line per step; Ctrl-C/SIGTERM stop it cleanly.
-    A step that keeps failing exits the process with status 3, for the supervisor to restart it."""
-    from zoetrope.loop.runner import EXIT_STEP_FAILED, StepFailed
-
+def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Resumable, stop: StopFlag,
+          on_step: Callable[[dict], None] = lambda record: None, extras: Extras | None = None) -> int:
+    """Run one chain until `config.steps` or a stop request; returns the steps committed. A step that keeps
+    failing raises runner.StepFailed (the CLI exits 3 for the supervisor to restart the loop)."""
     if extras is None:
         plan = getattr(painter, "plan", None)
         extras = gallery_extras(config, writer.folder, plan.device if plan else "cpu", plan.dtype if plan else None)
-    chain = Chain(config, captioner, painter, next_step=point.next_step, recent_captions=point.recent_captions)
-    stop = StopFlag()
-    stop.install()
-    try:
-        return run_chain(chain, writer, point, config.steps, stop,
-                         on_step=lambda record: echo(progress_line(record)), extras=extras)
-    except StepFailed as exc:
-        log.error("%s; exiting with status %d so the supervisor restarts the loop", exc, EXIT_STEP_FAILED,
-                  exc_info=exc.__cause__)
-        raise SystemExit(EXIT_STEP_FAILED) from exc
+    chain = Chain(config, captioner, extras.painter_for(painter), next_step=point.next_step,
+                  recent_captions=point.recent_captions)
+    return run_chain(chain, writer, point, config.steps, stop, on_step=on_step, extras=extras)
 
 
 def default_run_folder(config: LoopConfig, root: Path = Path("renders/chains")) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return root / f"{config.name}-{stamp}"
-
-
-def progress_line(record: dict) -> str:
-    caption = record["caption"] if record["caption"] is not None else f"(start prompt) {record['prompt']}"
-    flags = "".join(f" [{e['kind']}]" for e in record["events"])
-    return f"step {record['step']:>6}  {record['seconds']['total']:7.2f}s  {caption}{flags}"

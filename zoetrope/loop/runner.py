@@ -29,15 +29,12 @@ from zoetrope.loop.care.energy import EnergyMeter, joules_since, read_start
 from zoetrope.loop.care.policy import ContentPolicy, GuardedPainter, PromptBlocked
 from zoetrope.loop.care.retention import apply_retention
 from zoetrope.loop.care.watchdog import LoopState, Watchdog
-from zoetrope.loop.chain import Chain, Step, step_seed
-from zoetrope.loop.chainlog import LOG_NAME, START_IMAGE, ChainWriter
-from zoetrope.settings.loop import LoopConfig
+from zoetrope.loop.chain import RESEED_ATTEMPT_BASE, Chain, Step, step_seed
+from zoetrope.loop.chainlog import LOG_NAME, START_IMAGE, ChainWriter, step_record
 
 log = logging.getLogger(__name__)
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
-EXIT_STEP_FAILED = 3  # distinct from a user error (2): systemd's Restart=always brings the loop back
-RESEED_ATTEMPT_BASE = 1000  # re-seeded attempts draw from step_seed(seed, n, 1000 + k): no clash with the guard's
 
 
 class StepFailed(Exception):
@@ -114,20 +111,24 @@ class Extras:
     budget: Budget | None = None
     watchdog: Watchdog | None = None
 
+    def painter_for(self, painter):
+        """The painter a chain should use: behind the blocklist when there is one, so a blocked prompt costs
+        no GPU time (or energy)."""
+        if self.policy is not None and self.policy.blocklist.terms:
+            return GuardedPainter(painter, self.policy.blocklist)
+        return painter
+
 
 class Runner:
     """Runs a Chain to a ChainWriter, surviving what weeks of unattended running bring."""
 
-    def __init__(self, chain: Chain, writer: ChainWriter, config: LoopConfig, stop, extras: Extras,
+    def __init__(self, chain: Chain, writer: ChainWriter, stop, extras: Extras,
                  on_step: Callable[[dict], None] = lambda record: None, *,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  disk_free: Callable[[Path], int] = lambda p: shutil.disk_usage(p).free):
-        self.chain, self.writer, self.config, self.stop, self.extras = chain, writer, config, stop, extras
+        self.chain, self.writer, self.config, self.stop, self.extras = chain, writer, chain.config, stop, extras
         self.on_step, self.clock, self.sleep, self.disk_free = on_step, clock, sleep, disk_free
         self.state = extras.watchdog.state if extras.watchdog else LoopState(str(writer.folder))
-        if extras.policy is not None and extras.policy.blocklist.terms:
-            # blocked words are caught before painting: no GPU time (or energy) spent on a blocked prompt
-            chain.painter = GuardedPainter(chain.painter, extras.policy.blocklist)
 
     # -------------------------------------------------------------------------------------- the loop
 
@@ -141,8 +142,6 @@ class Runner:
         crash loses at most the step being written and the one being painted, never a committed one.
         """
         from concurrent.futures import Future, ThreadPoolExecutor
-
-        from zoetrope.loop.run import step_record
 
         done = 0
         pending: Future | None = None
@@ -177,7 +176,7 @@ class Runner:
                 step, energy_j, from_start = produced
                 if from_start:
                     input_name, input_sha = self._start_input()
-                record = step_record(step, input_name, input_sha) | {"energy_j": energy_j}
+                record = step_record(step, input_name, input_sha, energy_j)
                 pending = committer.submit(self._commit_and_announce, record, step.image)
                 image = step.image
         except KeyboardInterrupt:
@@ -253,17 +252,6 @@ class Runner:
 
         return load_image(self.writer.folder / START_IMAGE)
 
-    def _attempt_config(self, reseed: int, sample_caption: bool, size: tuple[int, int] | None) -> LoopConfig:
-        cfg, n = self.config, self.chain.step_number
-        update: dict = {}
-        if reseed:
-            update["seed"] = step_seed(cfg.seed, n, RESEED_ATTEMPT_BASE + reseed)
-        if sample_caption:
-            update["caption"] = cfg.caption.model_copy(update={"mode": "sample"})
-        if size:
-            update["paint"] = cfg.paint.model_copy(update={"width": size[0], "height": size[1]})
-        return cfg.model_copy(update=update) if update else cfg
-
     def _produce(self, image: Image.Image | None) -> tuple[Step, float | None, bool] | None:
         """One acceptable step (with its energy and whether it restarted from the start), or None on stop."""
         rc, chain = self.config.resilience, self.chain
@@ -274,14 +262,12 @@ class Runner:
         sample_caption = from_start = False
         start_mj = read_start(self.extras.energy)
         while True:
-            chain.config = self._attempt_config(reseed, sample_caption, size)
             step = None
             try:
-                step = chain.next_step(image)
+                step = chain.attempt(image, attempt=reseed, sample_caption=sample_caption, size=size)
             except PromptBlocked as exc:
                 problem = {"kind": "policy_blocked", "where": "prompt", "term": exc.term}
             except Exception as exc:
-                chain.step_number = n
                 self.state.error(f"step {n}: {type(exc).__name__}: {exc}", self.clock())
                 if is_oom(exc):
                     free_memory()
@@ -302,17 +288,14 @@ class Runner:
                 if not self._wait(delay):
                     return None
                 continue
-            finally:
-                chain.config = self.config
             if step is not None:
                 problem = self._problem(step)
                 if problem is None:
                     if self.state.paused == "retry_backoff":  # other pauses (disk full) belong to the writer
                         self.state.pause(None)
                     step.events = step.events + events
+                    chain.accept(step)
                     return step, joules_since(self.extras.energy, start_mj), from_start
-                self._forget(step, n)
-            chain.step_number = n
             reseed += 1
             if problem["kind"] == "black_image":
                 black += 1
@@ -340,13 +323,6 @@ class Runner:
             if hit is not None:
                 return {"kind": "policy_blocked"} | hit
         return None
-
-    def _forget(self, step: Step, n: int) -> None:
-        """Undo what a rejected step changed in the chain, so the retry is the step it replaces."""
-        self.chain.step_number = n
-        recent = self.chain.guard.recent
-        if step.caption is not None and recent and recent[-1] == (n, step.caption):
-            recent.pop()
 
     # ------------------------------------------------------------------------------------ committing
 
