@@ -1,4 +1,9 @@
-"""Fakes with the Captioner/Painter contracts: fast, deterministic, and scriptable (attractors, failures)."""
+"""Fakes with the Captioner/Painter contracts: fast, deterministic, and scriptable (attractors, failures).
+
+They are `CaptionerLike` and `PainterLike` (zoetrope.stages.protocols), the contracts the loop relies on;
+test_stage_inputs checks that, so a fake cannot drift from what the real stages offer. They paint by prompts
+and seeds only: the walk's embeddings and latents (`WalkPainterLike`) need the real tiny Painter.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from zoetrope.settings.params import CaptionParams, PaintParams
 from zoetrope.stages.presets import ModelRef
 
 
@@ -24,7 +30,7 @@ class FakeCaptioner:
     calls: list[tuple[str, str, int | None]] = field(default_factory=list)
     ref: ModelRef = ModelRef("captioner", "fake-captioner", "fake")
 
-    def caption(self, images, params, seeds=None):
+    def caption(self, images: list[Image.Image], params: CaptionParams, seeds: list[int] | None = None) -> list[str]:
         seeds = seeds or [None] * len(images)
         out = []
         for image, seed in zip(images, seeds, strict=True):
@@ -45,7 +51,9 @@ class FakePainter:
     def count_tokens(self, prompt: str) -> int:
         return len(prompt.split()) + 2
 
-    def paint(self, prompts, *, params, seeds, negative_prompts=None, init_images=None, **_):
+    def paint(self, prompts: list[str], *, params: PaintParams, seeds: list[int],
+              negative_prompts: list[str] | None = None, init_images: list[Image.Image] | None = None,
+              **_) -> list[Image.Image]:
         self.calls.append({"prompts": list(prompts), "seeds": list(seeds), "params": params,
                            "init": [_image_key(i) for i in init_images] if init_images else None})
         images = []

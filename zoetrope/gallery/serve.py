@@ -29,16 +29,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, read_heartbeat
-from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN
+from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN, LogTail
 from zoetrope.settings.loop import DisplaySettings, LoopConfig
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 _SERVABLE = re.compile(r"^(step-\d{6,}\.png|start\.png)$")
-_ENERGY = re.compile(rb'"energy_j": (null|-?[0-9.eE+-]+)')
 POLL_S = 0.2
-READ_SLICE = 16 * 2**20
 
 
 def safe_chain_file(folder: Path, name: str) -> Path | None:
@@ -64,7 +62,6 @@ class ChainWatcher:
 
     folder: Path | None
     latest_root: Path | None = None
-    offset: int = 0
     version: int = 0
     current: dict | None = None
     last_step_time: float | None = None
@@ -74,6 +71,7 @@ class ChainWatcher:
     steps: int = 0
     run_id: str | None = None
     _next_latest_check: float = 0.0
+    _tail: LogTail | None = None
 
     def poll(self) -> bool:
         """Read what was appended since the last poll; True when a new step is there to show."""
@@ -86,46 +84,28 @@ class ChainWatcher:
                 self._reset(newest)
         if self.folder is None:
             return False
-        path = self.folder / LOG_NAME
-        try:
-            st = path.stat()
-        except FileNotFoundError:
+        if self._tail is None or self._tail.path.parent != self.folder:
+            self._tail = LogTail(self.folder)
+        read = self._tail.read()
+        if read is None:
             return False
-        if st.st_size < self.offset:  # cut back (a resume dropped a torn line): read again
+        if read.restarted:  # cut back (a resume dropped a torn line): counted again from the top
             self._reset(self.folder)
-        if st.st_size == self.offset:
-            return False
-        first = self.offset == 0
-        newest = None
-        with open(path, "rb") as f:  # in slices: a log of weeks may be gigabytes
-            f.seek(self.offset)
-            while self.offset < st.st_size:
-                data = f.read(min(READ_SLICE, st.st_size - self.offset))
-                end = data.rfind(b"\n") + 1
-                if end == 0:
-                    break
-                f.seek(self.offset + end)
-                self.offset += end
-                chunk = data[:end]
-                self._count_energy(chunk)
-                self.steps += chunk.count(b'"kind": "step"')
-                for raw in chunk.splitlines()[-64:] if first else chunk.splitlines():
-                    with contextlib.suppress(ValueError):
-                        record = json.loads(raw)
-                        if record.get("kind") == "header":
-                            self.run_id = record.get("run_id")
-                        elif record.get("kind") == "step":
-                            newest = record
-        if first and self.run_id is None:
-            with contextlib.suppress(OSError, ValueError), open(path, "rb") as f:
-                self.run_id = json.loads(f.readline()).get("run_id")
+        first = read.first
+        self.steps += read.steps
+        self.energy_j += read.energy_j
+        self.energy_steps += read.energy_steps
+        if self._tail.header is not None:
+            self.run_id = self._tail.header.get("run_id")
+        newest = next((r for r in reversed(read.records) if r.get("kind") == "step"), None)
+        st_mtime = read.mtime
         if first:
             self._seed_times(now)
         elif newest is not None:
-            self.step_times.append(st.st_mtime)
+            self.step_times.append(st_mtime)
         if newest is None:
             return False
-        self.last_step_time = st.st_mtime
+        self.last_step_time = st_mtime
         self.current = {
             "run": self.run_id, "step": newest["step"],
             "caption": newest["caption"] if newest.get("caption") is not None else newest.get("prompt", ""),
@@ -135,16 +115,12 @@ class ChainWatcher:
         return True
 
     def _reset(self, folder: Path) -> None:
-        self.folder, self.offset, self.current, self.last_step_time = folder, 0, None, None
+        self.folder, self.current, self.last_step_time = folder, None, None
+        if self._tail is not None and self._tail.path.parent != folder:
+            self._tail = None
         self.step_times.clear()
         self.energy_j, self.energy_steps, self.steps, self.run_id = 0.0, 0, 0, None
         self.version += 1
-
-    def _count_energy(self, chunk: bytes) -> None:
-        for value in _ENERGY.findall(chunk):
-            if value != b"null":
-                self.energy_j += float(value)
-                self.energy_steps += 1
 
     def _seed_times(self, now: float) -> None:
         """Steps in the last hour before we started, from their images' modification times."""

@@ -224,6 +224,81 @@ def read_chain(folder: Path | str) -> ChainLog:
     return ChainLog(folder, header, steps, warnings, committed, version)
 
 
+# ------------------------------------------------------------------------------------------- following
+
+_STEP_LINE = b'{"kind": "step"'
+_ENERGY = re.compile(rb'"energy_j": (null|-?[0-9.eE+-]+)')
+READ_SLICE = 16 * 2**20
+
+
+@dataclass
+class TailRead:
+    """What a poll of a growing log found in its newly committed lines."""
+
+    records: list[dict]  # parsed and migrated; on the first read of a long log only the last `keep` lines
+    steps: int  # step lines among the new lines
+    energy_j: float  # summed over the new lines that measured it
+    energy_steps: int
+    restarted: bool  # the file was cut back (a resume dropped a torn line) and was read again from the top
+    first: bool  # read from the top of the file (the first read, or after a restart)
+    mtime: float  # the log's modification time when read: when its newest line was committed
+
+
+class LogTail:
+    """Follows a chain.jsonl that a writer appends to, for a reader that polls (the kiosk server): never
+    locks, never blocks the writer, reads only whole lines, in slices (a log of weeks may be gigabytes). On the
+    first read only the last `keep` lines are parsed; counts and energy come from a scan of the raw lines,
+    which this module can do because it alone writes them (`json.dumps` with its default separators)."""
+
+    def __init__(self, folder: Path, keep: int = 64):
+        self.path, self.keep = Path(folder) / LOG_NAME, keep
+        self.offset, self.header = 0, None
+
+    def read(self) -> TailRead | None:
+        """Newly committed lines since the last read; None when the log is missing or has not grown."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        size = st.st_size
+        restarted = size < self.offset
+        if restarted:
+            self.offset, self.header = 0, None
+        if size == self.offset:
+            return None
+        first, raw_lines, steps, energy, measured = self.offset == 0, [], 0, 0.0, 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            while self.offset < size:
+                data = f.read(min(READ_SLICE, size - self.offset))
+                end = data.rfind(b"\n") + 1
+                if end == 0:
+                    break
+                f.seek(self.offset + end)
+                self.offset += end
+                chunk = data[:end]
+                steps += chunk.count(_STEP_LINE)
+                for value in _ENERGY.findall(chunk):
+                    if value != b"null":
+                        energy, measured = energy + float(value), measured + 1
+                lines = chunk.splitlines()
+                if first and self.header is None and lines:
+                    self.header = self._parse(lines[0])
+                raw_lines = (raw_lines + lines)[-self.keep:] if first else raw_lines + lines
+        records = [r for r in map(self._parse, raw_lines) if r is not None]
+        version = (self.header or {}).get("schema_version", SCHEMA_VERSION)
+        records = [migrate_step(r, version) if r.get("kind") == "step" else r for r in records]
+        return TailRead(records, steps, energy, measured, restarted, first, st.st_mtime)
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict | None:
+        try:
+            record = json.loads(raw)
+        except ValueError:  # a garbled line: `replay verify` names it; a display just skips it
+            return None
+        return record if isinstance(record, dict) else None
+
+
 # ------------------------------------------------------------------------------------------- writing
 
 

@@ -87,12 +87,12 @@ def load_captioner_model(ref: ModelRef, plan: DevicePlan):
     return model.to(plan.device).eval(), processor
 
 
-def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed: SpeedOptions = SpeedOptions()):
+def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed: SpeedOptions | None = None):
     from zoetrope.stages.paint import Painter
 
     ref = resolve("painter", spec, revision)
     text2img, img2img = load_painter_pipelines(ref, plan)
-    apply_speed(text2img, img2img, speed, plan, ref)
+    apply_speed(text2img, img2img, speed or SpeedOptions(), plan, ref)
     return Painter(text2img, img2img, pin_revision(ref), plan)
 
 

@@ -8,6 +8,8 @@ an item's image does not depend on what else is in its batch either; walks pad t
 from __future__ import annotations
 
 import logging
+import reprlib
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 
 import torch
@@ -23,6 +25,27 @@ log = logging.getLogger(__name__)
 # Non-ancestral first: ancestral samplers add fresh noise every step, which makes walks flicker.
 
 PromptEmbeds = dict[str, torch.Tensor]
+
+
+_repr = reprlib.Repr()
+_repr.maxlist, _repr.maxstring = 6, 60
+
+
+def _show(values) -> str:
+    """A value for an error message, kept to one short line (long lists and prompts are elided)."""
+    return _repr.repr(values)
+
+
+def _shapes(embeds: PromptEmbeds) -> str:
+    return "{" + ", ".join(f"{name!r}: {tuple(t.shape)}" for name, t in embeds.items()) + "}"
+
+
+def _listed(name: str, value) -> Sequence:
+    """`value` if it is a list of items; a bare string (or seed, or image) would be counted wrongly, so refuse it."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"`{name}` must be a list with one entry per image but is a {type(value).__name__} "
+                         f"({_show(value)}); wrap it in a list.")
+    return value
 
 
 def unit_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -65,16 +88,94 @@ class Painter:
     def noise(self, seeds: list[int], width: int, height: int) -> torch.Tensor:
         return unit_noise(seeds, self.latent_shape(width, height))
 
-    def check_inputs(self, params: PaintParams, n_prompts: int, n_seeds: int) -> None:
-        if params.width % 8 or params.height % 8:
-            raise ValueError(f"`height` and `width` have to be divisible by 8 but are {params.height} and {params.width}.")
+    def check_inputs(
+        self,
+        prompts: list[str] | None = None,
+        *,
+        params: PaintParams,
+        seeds: list[int] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: PromptEmbeds | None = None,
+        negative_prompts: list[str] | None = None,
+        init_images: list[Image.Image] | None = None,
+    ) -> int:
+        """Refuse, before any work, a call the pipelines would half-ignore or fail on deep inside; returns the
+        number of images. As diffusers' `check_inputs`: a one-line ValueError naming the argument and its value.
+        """
+        f = self.vae_scale_factor  # the latents are 1/f of the image on each side; the decoder multiplies back
+        if params.width <= 0 or params.height <= 0 or params.width % f or params.height % f:
+            raise ValueError(f"`params.height` and `params.width` have to be positive and divisible by {f} but are "
+                             f"{params.height} and {params.width}: the VAE scales images by {f}.")
         if params.scheduler not in SCHEDULERS:
-            raise ValueError(f"`scheduler` must be one of {sorted(SCHEDULERS)} but is {params.scheduler!r}.")
-        if params.strength is not None and int(params.steps * params.strength) < 1:
-            raise ValueError(f"image-to-image runs int(steps x strength) steps, but {params.steps} x {params.strength} "
-                             "gives none: raise `steps` or `strength`.")
-        if n_prompts != n_seeds:
-            raise ValueError(f"got {n_prompts} prompts but {n_seeds} seeds or latents: one of each per image.")
+            raise ValueError(f"`params.scheduler` must be one of {sorted(SCHEDULERS)} but is {params.scheduler!r}.")
+        if params.strength is not None:
+            if not 0.0 < params.strength <= 1.0:
+                raise ValueError(f"`params.strength` must be in (0, 1] but is {params.strength}.")
+            if int(params.steps * params.strength) < 1:
+                raise ValueError(f"image-to-image runs int(steps x strength) steps, but {params.steps} x "
+                                 f"{params.strength} gives none: raise `params.steps` or `params.strength`.")
+
+        # What to paint: prompts xor their embeddings
+        if prompt_embeds is not None and not isinstance(prompt_embeds, Mapping):
+            raise ValueError(f"`prompt_embeds` must be a dict of tensors, as Painter.encode returns, but is a "
+                             f"{type(prompt_embeds).__name__} of shape {tuple(getattr(prompt_embeds, 'shape', ()))}.")
+        if prompts is not None and prompt_embeds is not None:
+            raise ValueError(f"`prompts` and `prompt_embeds` were both given (`prompts`={_show(prompts)}, "
+                             f"`prompt_embeds` {_shapes(prompt_embeds)}); pass one of them.")
+        if prompts is None and prompt_embeds is None:
+            raise ValueError("`prompts` and `prompt_embeds` are both None; pass one of them.")
+        if prompts is not None:
+            n, what = len(_listed("prompts", prompts)), "prompts"
+        else:
+            if "prompt_embeds" not in prompt_embeds:
+                raise ValueError(f"`prompt_embeds` has no 'prompt_embeds' tensor (it holds {_shapes(prompt_embeds)}); "
+                                 "make it with Painter.encode.")
+            rows = {name: int(t.shape[0]) for name, t in prompt_embeds.items()}
+            if len(set(rows.values())) > 1:
+                raise ValueError(f"`prompt_embeds` tensors disagree on their rows ({_shapes(prompt_embeds)}); "
+                                 "pass one row per image in each.")
+            n, what = rows["prompt_embeds"], "rows of `prompt_embeds`"
+        if n == 0:
+            empty = "`prompts` is an empty list" if prompts is not None else "`prompt_embeds` has 0 rows"
+            raise ValueError(f"{empty}; pass at least one image's worth.")
+        if negative_prompts is not None:
+            if prompt_embeds is not None:
+                raise ValueError(f"`negative_prompts` ({_show(negative_prompts)}) cannot go with `prompt_embeds`, "
+                                 "which would ignore them; put negative_prompt_embeds in `prompt_embeds` (Painter.encode does).")
+            if len(_listed("negative_prompts", negative_prompts)) != n:
+                raise ValueError(f"got {n} {what} but {len(negative_prompts)} negative prompts "
+                                 f"(`negative_prompts`={_show(negative_prompts)}); pass one per prompt.")
+
+        # Where to start: seeds xor their noise
+        if seeds is not None and latents is not None:
+            raise ValueError(f"`seeds` and `latents` were both given ({len(_listed('seeds', seeds))} seeds, latents "
+                             f"of shape {tuple(latents.shape)}); pass one of them.")
+        if seeds is None and latents is None:
+            raise ValueError("`seeds` and `latents` are both None; pass `seeds` (one per image) or `latents`.")
+        if seeds is not None and len(_listed("seeds", seeds)) != n:
+            raise ValueError(f"got {n} {what} but {len(seeds)} seeds (`seeds`={_show(seeds)}); "
+                             "pass one seed per image.")
+        if latents is not None:
+            if int(latents.shape[0]) != n:
+                raise ValueError(f"got {n} {what} but `latents` of shape {tuple(latents.shape)}, "
+                                 f"{latents.shape[0]} rows; pass one row of latents per image.")
+            want = self.latent_shape(params.width, params.height)
+            if tuple(latents.shape[1:]) != want:
+                raise ValueError(f"`latents` of shape {tuple(latents.shape)} do not fit a {params.width}x"
+                                 f"{params.height} image, which needs rows of shape {want}; make them with Painter.noise.")
+
+        # Image-to-image: one start per image, noise from seeds, and a strength
+        if init_images is not None:
+            if len(_listed("init_images", init_images)) != n:
+                raise ValueError(f"got {n} {what} but {len(init_images)} init images (`init_images`); "
+                                 "pass one init image per prompt.")
+            if latents is not None:
+                raise ValueError(f"`init_images` and `latents` were both given (latents of shape "
+                                 f"{tuple(latents.shape)}); image-to-image draws its noise from `seeds`: pass those.")
+            if params.strength is None:
+                raise ValueError("`init_images` were given but `params.strength` is None; image-to-image needs "
+                                 "a strength in (0, 1].")
+        return n
 
     def use_scheduler(self, name: str) -> None:
         """Swap the scheduler on both pipelines (they share weights, not schedulers); a no-op when unchanged."""
@@ -121,9 +222,8 @@ class Painter:
     ) -> list[Image.Image]:
         """Text-to-image, or image-to-image when `init_images` is given (then `params.strength` applies)."""
         # 1. Check inputs
-        n = len(prompts) if prompts is not None else next(iter(prompt_embeds.values())).shape[0]
-        n_noise = len(seeds) if seeds is not None else (latents.shape[0] if latents is not None else -1)
-        self.check_inputs(params, n, n_noise)
+        self.check_inputs(prompts, params=params, seeds=seeds, latents=latents, prompt_embeds=prompt_embeds,
+                          negative_prompts=negative_prompts, init_images=init_images)
         self.use_scheduler(params.scheduler)
         text = {"prompt": prompts} if prompt_embeds is None else dict(prompt_embeds)
         if prompt_embeds is None and params.guidance > 1.0 and negative_prompts is not None:
@@ -132,8 +232,6 @@ class Painter:
 
         # 2. Image-to-image: the pipeline draws its noise from our per-item CPU generators
         if init_images is not None:
-            if seeds is None:
-                raise ValueError("image-to-image needs `seeds` (one per image), not `latents`.")
             images = [im.convert("RGB").resize((params.width, params.height), Image.LANCZOS) for im in init_images]
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
             with per_item.active():
