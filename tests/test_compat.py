@@ -71,3 +71,19 @@ def test_a_0_2_frame_cache_is_reused(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "frames: 4 cached, 0 rendered" in text, text
     assert out.is_file() and {p.name: p.read_bytes() for p in cache.iterdir()} == before
+
+
+def test_v1_steps_re_encode_to_their_logged_bytes(v1_chain):
+    """Verify's byte identity for old steps: a migrated v1 record encodes its PNG chunk in the v1 shape."""
+    from PIL import Image
+
+    from zoetrope.base.files import sha256_bytes
+    from zoetrope.loop.chainlog import encode_png
+
+    chain = read_chain(v1_chain)
+    model = chain.header["models"]["painter"]["id"]
+    for record in chain.steps:
+        with Image.open(v1_chain / record["image"]) as png:
+            pixels = png.convert("RGB")
+        assert sha256_bytes(encode_png(pixels, record, model, chain.written_as(record["step"]))) == record["image_sha256"]
+        assert sha256_bytes(encode_png(pixels, record, model)) != record["image_sha256"]  # v2's chunk differs
