@@ -44,13 +44,14 @@ def assert_intact(folder: Path, steps: int) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["chain.jsonl"] + [f"step-{n:06d}.png" for n in range(1, steps + 1)]
 
 
+@pytest.mark.e2e
 def test_counterfeits_smoke_writes_header_and_five_steps(tmp_path):
     out = tmp_path / "smoke"
     result = run("loop", "loops/counterfeits.yaml", "--models", "tiny", "--steps", "5", "--out", out)
     assert result.returncode == 0, result.stderr
     lines = (out / "chain.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
-    assert header["kind"] == "header" and header["schema_version"] == 1 and header["parent"] is None
+    assert header["kind"] == "header" and header["schema_version"] == 2 and header["parent"] is None
     assert header["models"]["painter"] == {"id": "tiny", "revision": "tiny-v1"} and header["device"] == "cpu"
     assert set(header["versions"]) == {"python", "torch", "diffusers", "transformers", "zoetrope"}
     steps = [json.loads(line) for line in lines[1:]]
@@ -63,6 +64,7 @@ def test_counterfeits_smoke_writes_header_and_five_steps(tmp_path):
     assert "step      5" in result.stdout
 
 
+@pytest.mark.e2e
 def test_two_runs_are_byte_identical_and_start_image_is_kept(tmp_path, small_config):
     start = tmp_path / "start.jpg"
     Image.new("RGB", (80, 60), (10, 120, 200)).save(start)
@@ -76,6 +78,7 @@ def test_two_runs_are_byte_identical_and_start_image_is_kept(tmp_path, small_con
     assert chain.steps[0]["caption"]
 
 
+@pytest.mark.e2e
 def test_resume_after_kill_9_loses_nothing_and_matches_an_unbroken_run(tmp_path, small_config):
     unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
     assert run("loop", small_config, "--models", "tiny", "--steps", "12", "--out", unbroken).returncode == 0
@@ -97,6 +100,7 @@ def test_resume_after_kill_9_loses_nothing_and_matches_an_unbroken_run(tmp_path,
     assert fingerprint(broken) == fingerprint(unbroken)
 
 
+@pytest.mark.e2e
 def test_sigterm_finishes_the_step_and_exits_0(tmp_path, small_config):
     out = tmp_path / "endless"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run_loop.py"), "loop", str(small_config), "--models", "tiny",
@@ -112,6 +116,7 @@ def test_sigterm_finishes_the_step_and_exits_0(tmp_path, small_config):
     assert_intact(out, read_chain(out).last_step)
 
 
+@pytest.mark.e2e
 def test_corrupt_or_empty_start_image_exits_2_with_one_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")

@@ -32,6 +32,7 @@ def chromium(tmp_path: Path, *args: str) -> str:
     return run.stdout
 
 
+@pytest.mark.e2e
 def test_report_opens_offline_in_chromium_with_six_thumbnails_and_the_drift_plot(copy6, tmp_path, capsys):
     before = snapshot(copy6)
     out = tmp_path / "report" / "c6.html"

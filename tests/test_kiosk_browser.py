@@ -9,8 +9,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.gallery_helpers import append_step, config, make_chain
 from zoetrope.gallery.serve import ServerThread, create_app
+
+# e2e: a real server and a real browser
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

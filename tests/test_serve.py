@@ -35,6 +35,7 @@ def get(server, path: str, timeout: float = 5.0):
         conn.close()
 
 
+@pytest.mark.e2e
 def test_status_reports_the_chain_and_the_loop(chain):
     state = LoopState(str(chain))
     state.error("step 3: RuntimeError: boom")
@@ -54,6 +55,7 @@ def test_status_reports_the_chain_and_the_loop(chain):
     assert report["energy"] == {"total_j": 5.0, "total_kwh": round(5.0 / 3.6e6, 6), "steps_measured": 2, "steps": 2}
 
 
+@pytest.mark.e2e
 def test_status_reads_the_heartbeat_file_of_a_separate_loop(chain):
     state = LoopState(str(chain))
     state.pause("budget", "10 images per hour")
@@ -67,6 +69,7 @@ def test_status_reads_the_heartbeat_file_of_a_separate_loop(chain):
     assert report["errors_last_hour"] == 0
 
 
+@pytest.mark.e2e
 def test_healthz_is_503_after_the_silence_and_200_when_steps_flow(chain):
     old = time.time() - 120
     os.utime(chain / "chain.jsonl", (old, old))
@@ -84,6 +87,7 @@ def test_healthz_is_503_after_the_silence_and_200_when_steps_flow(chain):
         server.stop()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", [
     "/chain/../chain.jsonl", "/chain/%2e%2e/chain.jsonl", "/chain/..%2fchain.jsonl", "/chain/chain.jsonl",
     "/chain//etc/passwd", "/chain/%2Fetc%2Fpasswd", "/../../etc/passwd", "/chain/../../../etc/passwd",
@@ -101,6 +105,7 @@ def test_nothing_outside_the_chain_images_is_served(chain, path):
     assert b"root:" not in body and b"kind" not in body
 
 
+@pytest.mark.e2e
 def test_chain_images_and_the_page_are_served(chain):
     server = start(chain)
     try:
@@ -136,6 +141,7 @@ def read_event(stream, deadline: float) -> dict:
     raise AssertionError("no step event before the deadline")
 
 
+@pytest.mark.e2e
 def test_new_steps_are_pushed_within_a_second(chain):
     server = start(chain)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
@@ -157,6 +163,7 @@ def test_new_steps_are_pushed_within_a_second(chain):
         server.stop()
 
 
+@pytest.mark.e2e
 def test_serve_latest_follows_the_newest_chain(tmp_path):
     make_chain(tmp_path / "root" / "a", ["first chain"])
     server = ServerThread(create_app(latest_root=tmp_path / "root"), "127.0.0.1", 0).start()

@@ -34,6 +34,26 @@ def _node_line(root: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
+def _error_line(root: yaml.Node | None, err: dict) -> int | None:
+    """The line of one pydantic error: an unknown key's own line (its value may be a block below it),
+    else the line of the node at the error's location."""
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden" and loc:
+        parent: yaml.Node | None = root
+        for key in loc[:-1]:
+            if isinstance(parent, yaml.MappingNode):
+                parent = next((v for k, v in parent.value if k.value == key), None)
+            elif isinstance(parent, yaml.SequenceNode) and isinstance(key, int) and key < len(parent.value):
+                parent = parent.value[key]
+            else:
+                parent = None
+        if isinstance(parent, yaml.MappingNode):
+            key_node = next((k for k, _ in parent.value if k.value == loc[-1]), None)
+            if key_node is not None:
+                return key_node.start_mark.line + 1
+    return _node_line(root, loc)
+
+
 def _describe(loc: tuple) -> str:
     parts: list[str] = []
     for key in loc:
@@ -41,9 +61,8 @@ def _describe(loc: tuple) -> str:
     return "".join(parts) or "(top level)"
 
 
-def first_error(exc: ValidationError) -> str:
-    """`field.path[i]: message (got value)` for the first error: one line, the same wherever settings come from."""
-    err = exc.errors()[0]
+def _message(err: dict) -> str:
+    """`field.path[i]: message (got value)` for one pydantic error, worded the same for every caller."""
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown key"
@@ -52,8 +71,33 @@ def first_error(exc: ValidationError) -> str:
     return f"{_describe(tuple(err['loc']))}: {message}"
 
 
-def load_yaml_model(path: Path, model: type[M], context: dict | None = None) -> M:
-    """Parse and validate a YAML file, or raise a UserError `file:line: field: message` for the first mistake."""
+def first_error(exc: ValidationError) -> str:
+    """`field.path[i]: message (got value)` for the first error: one line, the same wherever settings come from."""
+    return _message(exc.errors()[0])
+
+
+def located_errors(path: Path, root: yaml.Node | None, exc: ValidationError, by_line: bool = False) -> list[str]:
+    """Every mistake in `exc` as `file:line: field: message`, duplicates dropped.
+
+    `check` reports them all (by_line: in the order they appear in the file) so a curator fixes a file in
+    one pass; `load_yaml_model` keeps pydantic's first, so both word a mistake identically.
+    """
+    found: list[tuple[int | None, str]] = []
+    for err in exc.errors():
+        line = _error_line(root, err)
+        entry = (line, f"{path}:{line or '?'}: {_message(err)}")
+        if entry not in found:
+            found.append(entry)
+    if by_line:  # stable: mistakes on one line keep pydantic's order; unknown lines go last
+        found.sort(key=lambda e: e[0] if e[0] is not None else float("inf"))
+    return [text for _, text in found]
+
+
+def read_yaml_mapping(path: Path) -> tuple[yaml.Node | None, dict]:
+    """The YAML node tree (for line numbers) and the data of a settings file, or a one-line UserError.
+
+    Split from `load_yaml_model` so `check` can validate the same data without stopping at the first mistake.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -72,8 +116,14 @@ def load_yaml_model(path: Path, model: type[M], context: dict | None = None) -> 
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{path}:1: expected a mapping of settings, got {type(data).__name__}")
+    return root, data
+
+
+def load_yaml_model(path: Path, model: type[M], context: dict | None = None) -> M:
+    """Parse and validate a YAML file, or raise a UserError `file:line: field: message` for the first mistake."""
+    path = Path(path)
+    root, data = read_yaml_mapping(path)
     try:
         return model.model_validate(data, context=context)
     except ValidationError as exc:
-        loc = tuple(exc.errors()[0]["loc"])
-        raise UserError(f"{path}:{_node_line(root, loc) or '?'}: {first_error(exc)}") from None
+        raise UserError(located_errors(path, root, exc)[0]) from None
