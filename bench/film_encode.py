@@ -1,7 +1,7 @@
 """Film encoding: frames/s of zoetrope's FrameWriter (film.py) versus imageio-ffmpeg's `write_frames` alone,
 on the same frames with the same encoder settings, interleaved, in one run. Goal: at least 0.9x.
 
-    python bench/film_encode.py [--quick] [--frames N] [--size PX] [--rounds R]
+    .venv/bin/python bench/film_encode.py [--quick] [--frames N] [--size PX] [--rounds R]
 
 Last line: `film_encode: <FrameWriter frames/s / bare frames/s>`.
 """

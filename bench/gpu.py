@@ -7,7 +7,7 @@ of its FLOP floor (FLOPs counted by torch.utils.flop_counter on the paint itself
 half-precision peak). `--reduced` runs shrunken architectures at small sizes on the CPU, so a unit test keeps
 this script from rotting; `--record` appends the figures to bench/RESULTS.md.
 
-    python bench/gpu.py [--reduced] [--batch N] [--reps 10] [--compile] [--channels-last] [--record]
+    .venv/bin/python bench/gpu.py [--reduced] [--batch N] [--reps 10] [--compile] [--channels-last] [--record]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 progress callback) versus the bare model calls (caption + paint, same models, sizes and seeds), timed in
 the same process at 64 and 256 px on the tiny models. Goal: at most 5% at 256 px.
 
-    python bench/loop_overhead.py [--quick] [--steps N] [--rounds R]
+    .venv/bin/python bench/loop_overhead.py [--quick] [--steps N] [--rounds R]
 
 Each round times the arms back to back (their order rotating), and the headline is the median over rounds
 of loop / bare within a round: on a shared machine the speed drifts by 10-20% over a minute, and a ratio of

@@ -1,6 +1,6 @@
 """Walk benchmark: frames/s of the batched walk vs one frame per painter call, tiny models, CPU, one run.
 
-    python bench/walk.py [--quick] [--padded] [--size 64] [--steps 4] [--frames 64]
+    .venv/bin/python bench/walk.py [--quick] [--padded] [--size 64] [--steps 4] [--frames 64]
 
 Both sides run the same code (zoetrope.film.walk.render_missing into a fresh cache: embeddings and noise once per
 keyframe, slerp/lerp per frame, PNG write per frame) after a warm-up; only the painter call width differs:

@@ -212,3 +212,69 @@ def test_a_failure_while_painting_stops_the_encoder_and_leaves_no_film(tmp_path,
               "--cache-root", str(tmp_path / "c")])
     assert not film.exists() and not list(tmp_path.glob(".*mp4"))
     assert len(list((tmp_path / "c" / "moon" / "frames").glob("*.png"))) == 4  # two saved batches are kept
+
+
+# ------------------------------------------------------------------------------------------ the painter line
+
+
+def test_the_first_line_names_each_scenes_painter(tmp_path, capsys):
+    script = tmp_path / "moon.yaml"
+    script.write_text(SCRIPT)
+    film = tmp_path / "f.mp4"
+    code, out, err = render(tmp_path, capsys, "--out", str(film), script=script)  # the scene's own `model: tiny`
+    assert code == 0, err
+    assert out.splitlines()[0] == "scene moon: painter tiny (revision tiny-v1)"
+    code, out, err = render(tmp_path, capsys, "--models", "tiny", "--out", str(film), script=script)
+    assert code == 0, err
+    assert out.splitlines()[0] == "scene moon: painter tiny (revision tiny-v1), from --models"
+
+
+def test_a_scene_without_a_model_says_the_default_before_loading_it(tmp_path, capsys, monkeypatch):
+    import zoetrope.stages.models
+
+    def no_load(*args, **kwargs):  # never load (or fetch) sd-turbo in a test: stop where the load begins
+        raise zoetrope.stages.models.ModelLoadError("not loaded in tests")
+
+    monkeypatch.setattr(zoetrope.stages.models, "load_painter", no_load)
+    script = tmp_path / "moon.yaml"
+    script.write_text(SCRIPT.replace("model: tiny\n", ""))
+    code, out, err = render(tmp_path, capsys, "--out", str(tmp_path / "f.mp4"), script=script)
+    assert code == 2 and "not loaded in tests" in err
+    assert re.fullmatch(r"scene moon: painter stabilityai/sd-turbo \(revision \S+\), the default: the scene names "
+                        r"no model \(set `model:` or --models\)", out.splitlines()[0]), out
+
+
+def test_a_film_file_names_the_painter_of_every_scene(tmp_path, capsys, monkeypatch):
+    import zoetrope.stages.models
+
+    monkeypatch.setattr(zoetrope.stages.models, "load_painter",
+                        lambda *a, **k: (_ for _ in ()).throw(zoetrope.stages.models.ModelLoadError("stop")))
+    body = "\n".join("    " + line for line in SCRIPT.split("schema_version: 1\n")[1].splitlines())
+    film_file = tmp_path / "two.yaml"
+    film_file.write_text("schema_version: 1\ntitle: Two\nscenes:\n"
+                         f"  - name: first\n{body}\n  - name: second\n{body}\n")
+    code, out, _ = render(tmp_path, capsys, "--out", str(tmp_path / "f.mp4"), script=film_file)
+    assert code == 2
+    assert out.splitlines()[:2] == ["scene first: painter tiny (revision tiny-v1)",
+                                    "scene second: painter tiny (revision tiny-v1)"]
+    # The same painter, named by one scene and defaulted in the other: each line says which
+    first, second = body.replace("model: tiny", "model: sd-turbo"), body.replace("    model: tiny\n", "")
+    film_file.write_text("schema_version: 1\ntitle: Two\nscenes:\n"
+                         f"  - name: first\n{first}\n  - name: second\n{second}\n")
+    code, out, _ = render(tmp_path, capsys, "--out", str(tmp_path / "f.mp4"), script=film_file)
+    lines = out.splitlines()
+    assert code == 2 and re.fullmatch(r"scene first: painter stabilityai/sd-turbo \(revision \S+\)", lines[0])
+    assert lines[1].startswith("scene second: painter stabilityai/sd-turbo") and "the default" in lines[1]
+
+
+def test_the_film_of_a_chain_uses_the_logged_painter_and_says_so(tmp_path, capsys):
+    from zoetrope.film.render import RenderRequest, painter_lines, read_inputs
+
+    config = tmp_path / "loop.yaml"
+    config.write_text("name: c\nseed: 4\nstart:\n  prompt: a lantern\npaint:\n  width: 64\n  height: 64\n")
+    chain = tmp_path / "chain"
+    assert main(["loop", str(config), "--models", "tiny", "--steps", "1", "--out", str(chain)]) == 0
+    inputs = read_inputs(RenderRequest(from_chain=chain))
+    assert (inputs.painter.spec, inputs.painter.revision, inputs.painter.origin) == ("tiny", "tiny-v1", "chain log")
+    assert painter_lines(inputs) == ["scene chain: painter tiny (revision tiny-v1), as logged by the chain"]
+    assert inputs.film.size == (64, 64) and inputs.out == Path("renders/films/chain.mp4")

@@ -101,7 +101,7 @@ def test_verify_names_an_overwritten_a_missing_and_a_reencoded_image(copy6, caps
 
 
 def test_verify_uses_a_tolerance_when_the_environment_differs(copy6, tiny_painter, tiny_captioner, cpu):
-    from zoetrope.curate.replay import verify_chain
+    from zoetrope.curate.verify import verify_chain
     from zoetrope.loop.run import library_versions
 
     chain = read_chain(copy6)
@@ -118,7 +118,7 @@ def test_verify_uses_a_tolerance_when_the_environment_differs(copy6, tiny_painte
 
 
 def test_verify_reports_model_revision_mismatch(copy6, tiny_painter, tiny_captioner, cpu):
-    from zoetrope.curate.replay import verify_chain
+    from zoetrope.curate.verify import verify_chain
     from zoetrope.loop.run import library_versions
 
     chain = read_chain(copy6)
@@ -236,10 +236,47 @@ def test_fork_rejects_bad_options_before_writing(copy6, capsys):
 
 
 def test_fork_config_is_validated_through_loop_config(copy6):
-    from zoetrope.curate.replay import fork_config
+    from zoetrope.curate.fork import fork_config
 
     config = fork_config(read_chain(copy6), 4, {"models.painter": "sd-turbo", "seed": 3})
     assert config.models.painter == "sd-turbo" and config.models.painter_revision is None
     assert config.start.image.endswith(step_image_name(4)) and config.start.prompt is None
     with pytest.raises(UserError, match="seed"):
         fork_config(read_chain(copy6), 4, {"seed": -1})
+
+
+def test_fork_paint_steps_sets_the_painters_steps_of_the_fork(copy6, capsys):
+    out = copy6.parent / "f"
+    # Drift at strength 0.5 denoises no step at the parent's 1 paint step; at 2 it does: validated as a whole.
+    code, text, err = run_cli(capsys, "replay", "fork", copy6, "--from-step", 2, "--steps", 1, "--mode", "drift",
+                              "--strength", 0.5, "--paint-steps", 2, "--out", out)
+    assert code == 0, text + err
+    assert f"fork {out} of c6 at step 2" in text and "2 paint steps" in text
+    fork = read_chain(out)
+    assert fork.header["config"]["paint"]["steps"] == 2 and fork.header["config"]["steps"] == 1
+    assert fork.last_step == 1 and fork.steps[0]["paint_params"]["steps"] == 2
+    assert read_chain(copy6).header["config"]["paint"]["steps"] == 1  # the parent is untouched
+
+
+@pytest.mark.parametrize("value, message", [
+    (0, "error: fork: paint.steps: Input should be greater than or equal to 1 (got 0)"),
+    (151, "error: fork: paint.steps: Input should be less than or equal to 150 (got 151)"),
+])
+def test_fork_rejects_bad_paint_steps_before_writing(copy6, capsys, value, message):
+    code, _, err = run_cli(capsys, "replay", "fork", copy6, "--from-step", 2, "--paint-steps", value,
+                           "--out", copy6.parent / "f")
+    assert code == 2 and one_error_line(err) == message
+    assert not (copy6.parent / "f").exists()
+
+
+def test_fork_config_takes_paint_steps_and_refuses_unknown_fields(copy6):
+    from zoetrope.curate.fork import fork_config
+
+    assert fork_config(read_chain(copy6), 2, {"paint.steps": 3, "steps": None}).paint.steps == 3
+    with pytest.raises(ValueError, match="paint.stepz"):
+        fork_config(read_chain(copy6), 2, {"paint.stepz": 3})
+
+
+def test_verify_rejects_a_tolerance_that_is_not_positive(copy6, capsys):
+    code, _, err = run_cli(capsys, "replay", "verify", copy6, "--min-psnr", 0)
+    assert code == 2 and one_error_line(err) == "error: --min-psnr: must be greater than 0 dB (got 0.0)"

@@ -205,19 +205,3 @@ def test_install_service_prints_the_units(capsys, tmp_path):
     assert sorted(p.name for p in (tmp_path / "units").iterdir()) == [
         "zoetrope-display.service", "zoetrope-kiosk.service", "zoetrope-loop.service"]
     assert (tmp_path / "autostart" / "zoetrope-kiosk.desktop").is_file()
-
-
-def test_service_restart_resumes_or_starts_anew(tmp_path):
-    import argparse
-
-    from zoetrope.cli.gallery import service_args
-
-    out = make_chain(tmp_path / "room", ["x"])
-    args = argparse.Namespace(out=out, resume=None, config=tmp_path / "c.yaml", seed=None, start_image=None,
-                              start_prompt=None, models="tiny", steps=None)
-    resumed = service_args(args, config())
-    assert resumed.resume == out and resumed.out is None and resumed.config is None and resumed.models is None
-    fresh = service_args(args, config(service={"on_restart": "new"}))
-    assert fresh.resume is None and fresh.out.name.startswith("room-") and fresh.out.parent == tmp_path
-    first_boot = service_args(argparse.Namespace(**(vars(args) | {"out": tmp_path / "empty"})), config())
-    assert first_boot.resume is None and first_boot.out == tmp_path / "empty"

@@ -1,12 +1,14 @@
 """Gallery commands: `serve` (the kiosk display) and `install-service` (systemd units for the room), plus
-the helpers `loop --service` and `loop --display` use."""
+the helpers `loop --display` uses.
+
+Parsing and printing only: the server is zoetrope/gallery/serve.py, the unit files and what a service
+restart does are zoetrope/gallery/service.py. Torch-free: `serve` starts in well under a second.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import shlex
 import sys
 from pathlib import Path
 
@@ -95,115 +97,19 @@ def start_display(folder: Path, config, host: str, port: int, state=None):
     return server
 
 
-def service_args(args, config) -> argparse.Namespace:
-    """`loop --service --out DIR`: a restart finds DIR holding a chain; resume it, or start a new one beside
-    it, as `service.on_restart` says."""
-    from zoetrope.loop.chainlog import LOG_NAME
+def cmd_install_service(args: argparse.Namespace) -> int:
+    from zoetrope.cli.options import parse_models
+    from zoetrope.gallery.service import room_units, write_units
 
-    if args.out is None:
-        raise UserError("--service needs --out DIR (the chain it resumes after a restart)")
-    if args.resume is not None or not (args.out / LOG_NAME).exists():
-        return args
-    if config.service.on_restart == "resume":
-        return argparse.Namespace(**(vars(args) | {
-            "resume": args.out, "config": None, "out": None, "seed": None, "start_image": None,
-            "start_prompt": None, "models": None}))
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return argparse.Namespace(**(vars(args) | {"out": args.out.with_name(f"{args.out.name}-{stamp}")}))
-
-
-# --------------------------------------------------------------------------------------- install-service
-
-
-def service_files(config: Path, chain: Path, port: int, models: str | None, python: str, repo: Path,
-                  watchdog_sec: int) -> dict[str, str]:
-    """The room's units: the loop (Type=notify, watchdog, restarts), the display server, the kiosk browser."""
-    q = shlex.quote
-    models_opt = f" --models {q(models)}" if models else ""
-    url = f"http://127.0.0.1:{port}/"
-    loop = f"""[Unit]
-Description=Zoetrope gallery loop (caption <-> paint, resumed after every restart)
-StartLimitIntervalSec=3600
-StartLimitBurst=30
-
-[Service]
-Type=notify
-NotifyAccess=main
-WorkingDirectory={repo}
-Environment=PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-ExecStart={q(python)} {q(str(repo / 'run_loop.py'))} loop {q(str(config))} --out {q(str(chain))} --service{models_opt}
-Restart=always
-RestartSec=10
-RestartSteps=5
-RestartMaxDelaySec=300
-# The loop sends WATCHDOG=1 after each step and while it waits: longer than the slowest step.
-WatchdogSec={watchdog_sec}
-TimeoutStartSec=900
-# SIGTERM finishes the step in progress; allow it time.
-TimeoutStopSec=120
-
-[Install]
-WantedBy=default.target
-"""
-    display = f"""[Unit]
-Description=Zoetrope kiosk display server
-After=zoetrope-loop.service
-
-[Service]
-WorkingDirectory={repo}
-ExecStart={q(python)} {q(str(repo / 'run_loop.py'))} serve --latest {q(str(chain.parent))} --port {port}
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=default.target
-"""
-    # One browser command for both ways of starting it (a user service, or a desktop autostart entry)
-    browser = ("/usr/bin/chromium --kiosk --noerrdialogs --disable-infobars --no-first-run "
-               "--disable-session-crashed-bubble --disable-component-update --check-for-update-interval=31536000 "
-               f"--autoplay-policy=no-user-gesture-required {url}")
-    kiosk = f"""[Unit]
-Description=Zoetrope kiosk browser (full screen)
-After=graphical-session.target zoetrope-display.service
-PartOf=graphical-session.target
-
-[Service]
-ExecStart={browser}
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=graphical-session.target
-"""
-    desktop = f"""[Desktop Entry]
-Type=Application
-Name=Zoetrope kiosk
-Comment=Full-screen Zoetrope display (use this or zoetrope-kiosk.service, not both)
-Exec={browser}
-X-GNOME-Autostart-enabled=true
-"""
-    return {"zoetrope-loop.service": loop, "zoetrope-display.service": display,
-            "zoetrope-kiosk.service": kiosk, "zoetrope-kiosk.desktop": desktop}
-
-
-def cmd_install_service(args) -> int:
-    from zoetrope.settings.loop import load_loop_config
-
-    config = load_loop_config(args.config)  # a broken config fails now, not at boot
-    repo = Path(__file__).resolve().parent.parent
-    chain = args.chain if args.chain.is_absolute() else (Path.cwd() / args.chain)
-    files = service_files(args.config.resolve(), chain, args.port, args.models, sys.executable, repo,
-                          config.service.watchdog_sec)
+    parse_models(args.models)  # a malformed --models fails now, not at boot
+    files = room_units(args.config, args.chain, args.port, args.models, sys.executable)
     if not args.write:
         for name, text in files.items():
             print(f"# ---- {name}\n{text}")
         print("# write them with --write; then see docs/gallery.md (systemctl --user enable ...)")
         return 0
-    for name, text in files.items():
-        folder = (args.autostart_dir if name.endswith(".desktop") else args.dir).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-        print(f"wrote {folder / name}")
+    for path in write_units(files, args.dir, args.autostart_dir):
+        print(f"wrote {path}")
     print("next: systemctl --user daemon-reload && systemctl --user enable --now zoetrope-loop zoetrope-display "
           "zoetrope-kiosk; loginctl enable-linger $USER (start on boot without a login)")
     return 0

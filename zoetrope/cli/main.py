@@ -1,58 +1,36 @@
-"""Command line: `python run_loop.py {loop,models,...}`.
+"""Command line: `python run_loop.py {loop,models,replay,inspect,serve,install-service,render,check}`.
 
-Each subcommand module exposes `register(subparsers)`, which adds its parser and sets `func`. A user's
-mistake (UserError) is printed as one line and exits 2; there is no traceback for it.
+`loop` and `models` are here; every other subcommand module exposes `register(subparsers)`, which adds its
+parser and sets `func`. A user's mistake (UserError) is printed as one line and exits 2; there is no
+traceback for it. A loop step that keeps failing exits 3 (cli/foreground.py). Module-level imports stay
+torch-free, so `check` and `serve` start without loading a model library.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from pathlib import Path
 
 from zoetrope.base.errors import UserError
+from zoetrope.cli import check, gallery, render, replay
+from zoetrope.cli.foreground import EXIT_STEP_FAILED, progress_line, run_in_foreground, stop_on_signals
+from zoetrope.cli.options import add_model_options, parse_models, speed_overrides
 
 # Modules that add subcommands besides `loop` and `models` (each has `register(subparsers)`).
-COMMAND_MODULES: tuple[str, ...] = ("zoetrope.cli.replay", "zoetrope.cli.gallery", "zoetrope.cli.render")
+COMMANDS = (replay, gallery, render, check)
+COMMAND_MODULES: tuple[str, ...] = tuple(module.__name__ for module in COMMANDS)
+
+__all__ = ["EXIT_STEP_FAILED", "add_model_options", "build_parser", "drive_in_foreground", "main", "parse_models",
+           "progress_line", "speed_overrides", "stop_on_signals"]
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models", metavar="SPEC",
-        help="tiny | PAINTER | painter=X,captioner=Y (presets, local folders or Hub ids; tiny = offline test models)",
-    )
-    parser.add_argument("--device", choices=["cuda", "mps", "cpu"], help="default: cuda > mps > cpu")
-    speed = parser.add_argument_group("speed (override the config's speed section)")
-    speed.add_argument("--attention", choices=["sdpa", "eager"], help="attention kernel (default sdpa)")
-    speed.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory layout")
-    speed.add_argument("--compile", action="store_true", default=None, help="torch.compile the UNet (fixed shapes)")
-    speed.add_argument("--vae", metavar="taesd|PATH", help="tiny autoencoder decoder (TAESD) for previews and fast films")
-
-
-def speed_overrides(args) -> dict:
-    """The speed options given on the command line, as a partial `speed` config section."""
-    given = {"attention": args.attention, "channels_last": args.channels_last, "compile": args.compile, "vae": args.vae}
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def parse_models(spec: str | None) -> dict[str, str]:
-    """`--models` as {"painter": ..., "captioner": ...} overrides (empty when not given)."""
-    if not spec:
-        return {}
-    if spec == "tiny":
-        return {"painter": "tiny", "captioner": "tiny"}
-    if "=" not in spec:
-        return {"painter": spec}
-    out = {}
-    for part in spec.split(","):
-        role, _, name = part.partition("=")
-        if role.strip() not in ("painter", "captioner") or not name.strip():
-            raise UserError(f"--models: expected tiny, PAINTER or painter=X,captioner=Y, got {spec!r}")
-        out[role.strip()] = name.strip()
-    return out
+def drive_in_foreground(config, painter, captioner, writer, point, extras=None, echo=print) -> int:
+    """Run one chain with a progress line per step until done or stopped by Ctrl-C or SIGTERM (the handlers
+    are installed here). A step that keeps failing exits with EXIT_STEP_FAILED (3)."""
+    return run_in_foreground(config, painter, captioner, writer, point, stop_on_signals(), extras, echo)
 
 
 # ------------------------------------------------------------------------------------------------ loop
@@ -74,22 +52,23 @@ def register_loop(sub) -> None:
     p.add_argument("--display", action="store_true", help="also serve the kiosk display (see `serve`)")
     p.add_argument("--service", action="store_true",
                    help="unattended (systemd): with --out DIR, a restart resumes DIR (or starts anew, by config)")
-    from zoetrope.cli.gallery import add_display_options
-
-    add_display_options(p)
+    gallery.add_display_options(p)
     p.set_defaults(func=cmd_loop)
 
 
-def loop_config_from_args(args):
+def loop_config_from_args(args: argparse.Namespace):
+    """The loop config the command line asks for: the YAML (default loops/counterfeits.yaml when present)
+    with the start, seed, steps, --models and speed options applied, validated as a whole."""
     from pydantic import ValidationError
 
     from zoetrope.settings.loop import LoopConfig, load_loop_config
     from zoetrope.settings.parsing import first_error
 
-    if args.config is None and Path("loops/counterfeits.yaml").is_file():
-        args.config = Path("loops/counterfeits.yaml")
-    config = load_loop_config(args.config)
-    base = args.config.parent if args.config else Path.cwd()
+    path = args.config
+    if path is None and Path("loops/counterfeits.yaml").is_file():
+        path = Path("loops/counterfeits.yaml")
+    config = load_loop_config(path)
+    base = path.parent if path else Path.cwd()
     data = config.model_dump()
     if config.start.image is not None:
         data["start"]["image"] = str((base / config.start.image).resolve())
@@ -109,77 +88,94 @@ def loop_config_from_args(args):
         raise UserError(f"command line: {first_error(exc)}") from None
 
 
-def cmd_loop(args) -> int:
-    from zoetrope.base.images import load_image
-    from zoetrope.loop.chainlog import read_chain, require_new_chain
-    from zoetrope.loop.run import (
-        default_run_folder,
-        drive,
-        gallery_extras,
-        open_models,
-        reopen_run,
-        start_run,
-    )
+def cmd_loop(args: argparse.Namespace) -> int:
+    """A new chain, a resumed one (--resume DIR), or under --service whichever a restart calls for."""
+    if args.resume is not None:
+        if args.service:
+            raise UserError("--service resumes its --out DIR by itself; give --out DIR instead of --resume")
+        return resume_loop(args, args.resume, given=True)
+    config = loop_config_from_args(args)
+    if args.service:
+        from zoetrope.gallery.service import service_start
+
+        start = service_start(args.out, config.service.on_restart)
+        if start.resume:
+            return resume_loop(args, start.folder, given=False)
+        return new_loop(args, config, start.folder)
+    return new_loop(args, config, args.out)
+
+
+def resume_loop(args: argparse.Namespace, folder: Path, given: bool) -> int:
+    """Continue the chain in `folder` with its logged settings. `given`: the user typed --resume, so options
+    that would change the pictures are refused (a service restart ignores the unit's start options)."""
+    from zoetrope.loop.chainlog import read_chain
+    from zoetrope.loop.run import gallery_extras, open_models, reopen_run
     from zoetrope.settings.loop import LoopConfig
 
-    if args.service:
-        from zoetrope.cli.gallery import service_args
+    typed = (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models) if given else ()
+    if any(v is not None for v in (*typed, args.vae)) or args.chains != 1:
+        raise UserError("--resume continues a chain with its logged settings; only --steps, --device and the speed "
+                        "options that keep the pictures the same may be given (to change settings: replay fork)")
+    logged = read_chain(folder)
+    config = LoopConfig.model_validate(logged.header["config"])
+    config = config.model_copy(update={
+        "steps": args.steps if args.steps is not None else config.steps,
+        "speed": config.speed.model_copy(update=speed_overrides(args)),
+    })
+    if config.steps is not None and logged.last_step >= config.steps:
+        print(f"{folder}: already at step {logged.last_step} of {config.steps}; nothing to do")
+        return 0
+    models = logged.header["models"]
+    painter, captioner, plan = open_models(
+        models["painter"]["id"], models["captioner"]["id"],
+        (models["painter"]["revision"], models["captioner"]["revision"]), args.device, config.speed,
+    )
+    extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
+    writer, point = reopen_run(logged, config, painter)
+    print(f"resuming {folder} at step {point.next_step}", flush=True)
+    return run_with_display(args, folder, config, painter, captioner, writer, point, extras)
 
-        args = service_args(args, loop_config_from_args(args) if args.resume is None else None)
-    if args.resume is not None:
-        if any(v is not None for v in (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models,
-                                       args.vae)) or args.chains != 1:
-            raise UserError("--resume continues a chain with its logged settings; only --steps, --device and the speed "
-                            "options that keep the pictures the same may be given (to change settings: replay fork)")
-        logged = read_chain(args.resume)
-        config = LoopConfig.model_validate(logged.header["config"])
-        config = config.model_copy(update={
-            "steps": args.steps if args.steps is not None else config.steps,
-            "speed": config.speed.model_copy(update=speed_overrides(args)),
-        })
-        if config.steps is not None and logged.last_step >= config.steps:
-            print(f"{args.resume}: already at step {logged.last_step} of {config.steps}; nothing to do")
-            return 0
-        models = logged.header["models"]
-        painter, captioner, plan = open_models(
-            models["painter"]["id"], models["captioner"]["id"],
-            (models["painter"]["revision"], models["captioner"]["revision"]), args.device, config.speed,
-        )
-        extras = gallery_extras(config, args.resume, plan.device, plan.dtype, args.service or args.display)
-        writer, point = reopen_run(logged, config, painter)
-        folder = args.resume
-        print(f"resuming {folder} at step {point.next_step}", flush=True)
-    else:
-        config = loop_config_from_args(args)
-        # Everything the user gave is checked before anything is loaded or written.
-        start_image = load_image(config.start.image) if config.start.image else None
-        folder = args.out or default_run_folder(config)
-        require_new_chain(folder)
-        m = config.models
-        if not 1 <= args.chains <= 64:
-            raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")
-        if args.chains > 1 and (args.display or args.service):
-            raise UserError("--chains runs several chains in the foreground; --display and --service run one chain "
-                            "(run one service per chain for a wall)")
-        painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
-                                               args.device, config.speed)
-        if args.chains > 1:
-            from zoetrope.loop.multichain import run_many
 
-            done = run_many(config, args.chains, folder, painter, captioner, plan, start_image,
-                            echo=lambda line: print(line, flush=True))
-            print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
-            return 0
-        extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
-        writer, point = start_run(folder, config, start_image, painter, captioner, plan)
-        print(f"chain {folder} ({plan.device}, {plan.dtype_name})", flush=True)
+def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
+    """Start a chain in `out` (default renders/chains/<name>-<time>); K chains side by side with --chains K."""
+    from zoetrope.base.images import load_image
+    from zoetrope.loop.chainlog import require_new_chain
+    from zoetrope.loop.run import default_run_folder, gallery_extras, open_models, start_run
+
+    # Everything the user gave is checked before anything is loaded or written.
+    start_image = load_image(config.start.image) if config.start.image else None
+    folder = out or default_run_folder(config)
+    require_new_chain(folder)
+    if not 1 <= args.chains <= 64:
+        raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")
+    if args.chains > 1 and (args.display or args.service):
+        raise UserError("--chains runs several chains in the foreground; --display and --service run one chain "
+                        "(run one service per chain for a wall)")
+    m = config.models
+    painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
+                                           args.device, config.speed)
+    if args.chains > 1:
+        from zoetrope.loop.multichain import run_many
+
+        done = run_many(config, args.chains, folder, painter, captioner, plan, stop_on_signals(), start_image,
+                        on_step=lambda k, record: print(f"[{k}] {progress_line(record)}", flush=True))
+        print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
+        return 0
+    extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
+    writer, point = start_run(folder, config, start_image, painter, captioner, plan)
+    print(f"chain {folder} ({plan.device}, {plan.dtype_name})", flush=True)
+    return run_with_display(args, folder, config, painter, captioner, writer, point, extras)
+
+
+def run_with_display(args: argparse.Namespace, folder: Path, config, painter, captioner, writer, point,
+                     extras) -> int:
+    """Drive the chain in the foreground, with the kiosk display in a thread of this process if asked."""
     display = None
     if args.display:
-        from zoetrope.cli.gallery import start_display
-
-        display = start_display(folder, config, args.host, args.port, extras.watchdog.state)
+        display = gallery.start_display(folder, config, args.host, args.port, extras.watchdog.state)
     try:
-        done = drive(config, painter, captioner, writer, point, extras=extras)
+        done = drive_in_foreground(config, painter, captioner, writer, point, extras=extras,
+                                   echo=lambda line: print(line, flush=True))
     finally:
         if display is not None:
             display.stop()
@@ -222,8 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     register_loop(sub)
     register_models(sub)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 

@@ -1,15 +1,16 @@
 """Command line for curators: `replay {verify,fork,show,play}` and `inspect`.
 
-Argument handling only; the work is in replay.py and inspect_report.py. Exit codes: 0 done (or
-every step reproduces), 1 verify found a step that does not reproduce, 2 a user mistake (UserError).
+Each command parses its options, calls one core function in zoetrope/curate/ and prints what it returns.
+Exit codes: 0 done (or every step reproduces), 1 verify found a step that does not reproduce, 2 a user
+mistake (UserError), 3 a fork step that keeps failing (as for `loop`).
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from zoetrope.base.errors import UserError
-from zoetrope.cli.main import add_model_options, parse_models
+from zoetrope.cli.options import add_model_options, parse_models
 
 
 def register(sub) -> None:
@@ -30,10 +31,13 @@ def register(sub) -> None:
     fork.add_argument("--seed", type=int, help="base seed of the fork (default: the parent's)")
     fork.add_argument("--mode", choices=["text", "drift"], help="text-to-image or image-to-image drift")
     fork.add_argument("--strength", type=float, help="drift strength (0, 1]")
+    fork.add_argument("--paint-steps", type=int, metavar="N",
+                      help="the painter's denoising steps for the fork, paint.steps (default: the parent's)")
     fork.add_argument("--prefix", help="prompt prefix")
     fork.add_argument("--suffix", help="prompt suffix")
     fork.add_argument("--template", help="prompt template with {caption}, {prefix}, {suffix}")
-    fork.add_argument("--steps", type=int, help="steps of the fork (default: the parent's setting)")
+    fork.add_argument("--steps", type=int, metavar="K",
+                      help="chain steps of the fork: stop after step K (default: the parent's setting)")
     fork.add_argument("--out", type=Path, metavar="DIR", help="fork folder (default: next to the parent)")
     fork.set_defaults(func=cmd_fork)
 
@@ -67,94 +71,70 @@ def _echo(line: str) -> None:
     print(line, flush=True)
 
 
-def cmd_verify(args) -> int:
-    from zoetrope.curate.replay import (
-        DEFAULT_MIN_PSNR,
+def cmd_verify(args: argparse.Namespace) -> int:
+    from zoetrope.curate.verify import (
         TABLE_HEADER,
-        environment_differences,
+        environment_line,
         format_check,
-        open_chain_models,
         summary_lines,
-        verify_chain,
+        verify_folder,
     )
-    from zoetrope.loop.chainlog import read_chain
-    from zoetrope.loop.run import library_versions
 
-    chain = read_chain(args.chain)  # a dropped torn line is logged as a warning
-    if not chain.steps:
-        raise UserError(f"{args.chain}: the chain has no steps to verify")
-    painter, captioner, plan = open_chain_models(chain, parse_models(args.models), args.device)
-    versions = library_versions()
-    diffs = environment_differences(chain.header, plan, versions)
-    min_psnr = DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr
-    if diffs:
-        _echo(f"environment differs from the header ({'; '.join(diffs)}): comparing within PSNR >= {min_psnr} dB")
-    else:
-        _echo(f"environment matches the header ({plan.device}, {plan.dtype_name}): expecting identical bytes")
-    _echo(TABLE_HEADER)
-    report = verify_chain(chain, painter, captioner, plan, versions, min_psnr, on_step=lambda c: _echo(format_check(c)))
+    def on_environment(env) -> None:
+        _echo(environment_line(env))
+        _echo(TABLE_HEADER)
+
+    report = verify_folder(args.chain, parse_models(args.models), args.device, args.min_psnr,
+                           on_environment=on_environment, on_step=lambda check: _echo(format_check(check)))
     for line in summary_lines(report):
         _echo(line)
     return 0 if report.ok else 1
 
 
-def cmd_fork(args) -> int:
-    from zoetrope.cli.main import drive_in_foreground
-    from zoetrope.curate.replay import default_fork_folder, fork_config, fork_source, parent_entry
-    from zoetrope.loop.chainlog import read_chain, require_new_chain
-    from zoetrope.loop.run import open_models, start_run
-
-    chain = read_chain(args.chain)
-    # Everything the user gave is checked before any model is loaded or anything written.
-    start_image = fork_source(chain, args.from_step)
+def fork_overrides(args: argparse.Namespace) -> dict:
+    """The fork's flags as curate.fork.FORK_FIELDS overrides (None keeps the parent's setting)."""
     models = parse_models(args.models)
-    overrides = {"seed": args.seed, "paint.mode": args.mode, "paint.strength": args.strength,
-                 "prompt.prefix": args.prefix, "prompt.suffix": args.suffix, "prompt.template": args.template,
-                 "steps": args.steps, "models.painter": models.get("painter"),
-                 "models.captioner": models.get("captioner")}
-    config = fork_config(chain, args.from_step, overrides)
-    folder = args.out or default_fork_folder(chain.folder, args.from_step)
-    require_new_chain(folder, hint="choose another --out")
-    m = config.models
-    painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision), args.device,
-                                           config.speed)
-    writer, point = start_run(folder, config, start_image, painter, captioner, plan,
-                              parent=parent_entry(chain, args.from_step, folder))
-    _echo(f"fork {folder} of {chain.header['run_id']} at step {args.from_step} ({plan.device}, {plan.dtype_name})")
-    done = drive_in_foreground(config, painter, captioner, writer, point, echo=_echo)
-    _echo(f"{done} steps written to {folder}")
+    return {"seed": args.seed, "steps": args.steps, "paint.mode": args.mode, "paint.strength": args.strength,
+            "paint.steps": args.paint_steps, "prompt.prefix": args.prefix, "prompt.suffix": args.suffix,
+            "prompt.template": args.template, "models.painter": models.get("painter"),
+            "models.captioner": models.get("captioner")}
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from zoetrope.cli.foreground import run_in_foreground, stop_on_signals
+    from zoetrope.curate.fork import prepare_fork
+
+    fork = prepare_fork(args.chain, args.from_step, fork_overrides(args), args.out, args.device)
+    _echo(f"fork {fork.folder} of {fork.parent_run} at step {fork.from_step} "
+          f"({fork.plan.device}, {fork.plan.dtype_name}; {fork.config.paint.steps} paint steps)")
+    done = run_in_foreground(fork.config, fork.painter, fork.captioner, fork.writer, fork.point, stop_on_signals(),
+                             echo=_echo)
+    _echo(f"{done} steps written to {fork.folder}")
     return 0
 
 
-def cmd_show(args) -> int:
-    from zoetrope.curate.replay import lineage_lines
-    from zoetrope.loop.chainlog import read_chain
+def cmd_show(args: argparse.Namespace) -> int:
+    from zoetrope.curate.lineage import show_lineage
 
-    for line in lineage_lines(read_chain(args.chain)):
+    for line in show_lineage(args.chain):
         _echo(line)
     return 0
 
 
-def cmd_play(args) -> int:
-    from zoetrope.curate.playback import play_chain
-    from zoetrope.loop.chainlog import read_chain
+def cmd_play(args: argparse.Namespace) -> int:
+    from zoetrope.curate.playback import play_folder
 
-    chain = read_chain(args.chain)
-    out = args.out or Path("renders/films") / f"{chain.header.get('run_id', chain.folder.name)}-slideshow.mp4"
-    result = play_chain(chain, out, hold=args.hold, crossfade=args.crossfade, fps=args.fps)
-    _echo(f"{result.frames} frames ({result.frames / args.fps:.2f} s) written to {out}, subtitles in {result.srt}")
+    result = play_folder(args.chain, args.out, hold=args.hold, crossfade=args.crossfade, fps=args.fps)
+    _echo(f"{result.frames} frames ({result.seconds:.2f} s) written to {result.out}, subtitles in {result.srt}")
     return 0
 
 
-def cmd_inspect(args) -> int:
-    from zoetrope.curate.report import write_report
-    from zoetrope.loop.chainlog import read_chain
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from zoetrope.curate.report import inspect_folder
 
-    chain = read_chain(args.chain)
-    out = args.out or Path("renders/reports") / f"{chain.header.get('run_id', chain.folder.name)}.html"
-    summary = write_report(chain, out, models=parse_models(args.models), device=args.device,
-                           text_model=args.text_model, image_similarity=args.image_similarity)
-    for line in summary:
+    inspection = inspect_folder(args.chain, args.out, models=parse_models(args.models), device=args.device,
+                                text_model=args.text_model, image_similarity=args.image_similarity)
+    for line in inspection.lines:
         _echo(line)
-    _echo(f"report written to {out}")
+    _echo(f"report written to {inspection.out}")
     return 0

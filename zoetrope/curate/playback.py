@@ -21,6 +21,12 @@ from zoetrope.settings.timing import frame_count
 class Playback:
     frames: int
     srt: Path
+    out: Path | None = None
+    fps: int = 24
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
 
 
 def slideshow_plan(n_images: int, hold: float, crossfade: float, fps: int) -> tuple[int, int]:
@@ -91,4 +97,14 @@ def play_chain(chain: ChainLog, out: Path, hold: float = 3.0, crossfade: float =
             current = following
     srt = out.with_suffix(".srt")
     write_srt([(k * hold_frames / fps, (k + 1) * hold_frames / fps, text) for k, (_, text) in enumerate(shown)], srt)
-    return Playback(written, srt)
+    return Playback(written, srt, out, fps)
+
+
+def play_folder(folder: Path, out: Path | None = None, hold: float = 3.0, crossfade: float = 0.5,
+                fps: int = 24) -> Playback:
+    """`replay play`: the slideshow of the chain in `folder`, by default renders/films/<run>-slideshow.mp4."""
+    from zoetrope.loop.chainlog import read_chain
+
+    chain = read_chain(folder)
+    out = out or Path("renders/films") / f"{chain.header.get('run_id', chain.folder.name)}-slideshow.mp4"
+    return play_chain(chain, out, hold=hold, crossfade=crossfade, fps=fps)

@@ -17,6 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.base.files import atomic_path
 from zoetrope.curate.replay import logged_model
 from zoetrope.loop.chainlog import ChainLog
 
@@ -142,7 +143,7 @@ def thumbnail_uri(image: Image.Image) -> str:
 
 
 def guard_steps(chain: ChainLog) -> list[int]:
-    return [s["step"] for s in chain.steps if any(e.get("kind") == "repetition_guard" for e in s.get("events") or [])]
+    return [s["step"] for s in chain.steps if s["recaptioned"]]
 
 
 def drift_svg(d: Drift, guards: list[int], width: int = 900, height: int = 280) -> str:
@@ -218,7 +219,7 @@ def _fmt(v: float | None) -> str:
 
 def step_figure(record: dict, image: Image.Image | None, d: Drift, i: int) -> str:
     events = record.get("events") or []
-    guard = any(e.get("kind") == "repetition_guard" for e in events)
+    guard = record["recaptioned"]
     picture = (f'<img class="thumb" alt="step {record["step"]}" src="{thumbnail_uri(image)}">' if image is not None
                else f'<div class="missing">{html.escape(record["image"])} missing</div>')
     caption = record.get("caption")
@@ -324,6 +325,25 @@ def write_report(chain: ChainLog, out: Path, models: dict | None = None, device:
         notes.append(f"missing images: {', '.join(missing)}")
     notes += chain.warnings
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(chain, d, images, notes), encoding="utf-8")
+    with atomic_path(out, sync=False) as tmp:  # a failed write leaves no half report at `out`
+        tmp.write_text(render_html(chain, d, images, notes), encoding="utf-8")
     lines = [f"caption similarity: {d.caption_method}", f"image similarity: {d.image_method}"]
     return lines + [f"note: {n}" for n in notes]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    out: Path
+    lines: list[str]  # which similarity measures were used, and notes
+
+
+def inspect_folder(folder: Path, out: Path | None = None, models: dict | None = None, device: str | None = None,
+                   text_model: str | None = None, image_similarity: str = "auto") -> Inspection:
+    """`inspect`: the report of the chain in `folder`, by default renders/reports/<run>.html."""
+    from zoetrope.loop.chainlog import read_chain
+
+    chain = read_chain(folder)
+    out = out or Path("renders/reports") / f"{chain.header.get('run_id', chain.folder.name)}.html"
+    lines = write_report(chain, out, models=models, device=device, text_model=text_model,
+                         image_similarity=image_similarity)
+    return Inspection(out, lines)
