@@ -104,7 +104,8 @@ def test_totals_count_partial_energy():
     from zoetrope.curate.report import totals
     from zoetrope.loop.chainlog import ChainLog
 
-    steps = [{"step": 1, "seconds": {"total": 1.5}, "energy_j": 10.0, "events": []},
-             {"step": 2, "seconds": {"total": 2.0}, "energy_j": None, "events": [{"kind": "repetition_guard"}]}]
+    steps = [{"step": 1, "seconds": {"total": 1.5}, "energy_j": 10.0, "events": [], "recaptioned": False},
+             {"step": 2, "seconds": {"total": 2.0}, "energy_j": None, "events": [{"kind": "repetition_guard"}],
+              "recaptioned": True}]
     t = totals(ChainLog(Path("."), {}, steps))
     assert t == {"steps": 2, "seconds": 3.5, "energy": "10.0 J over 1 of 2 steps (the rest not measured)", "guard": 1}
