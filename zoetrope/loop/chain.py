@@ -37,6 +37,11 @@ def step_seed(base: int, step: int, attempt: int = 0) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+def attempt_base(seed: int, step: int, attempt: int) -> int:
+    """The base seed of a step's attempt: the run's own for the first, a fresh one for each re-seeded retry."""
+    return seed if attempt == 0 else step_seed(seed, step, RESEED_ATTEMPT_BASE + attempt)
+
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -145,7 +150,7 @@ class Chain:
         out-of-memory error). The first attempt with none of these is what an undisturbed chain paints.
         """
         n, cfg = self._step_number, self.config
-        base = cfg.seed if attempt == 0 else step_seed(cfg.seed, n, RESEED_ATTEMPT_BASE + attempt)
+        base = attempt_base(cfg.seed, n, attempt)
         started = time.perf_counter()
         seed = step_seed(base, n)
         events: list[dict] = []

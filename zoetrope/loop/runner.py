@@ -29,7 +29,7 @@ from zoetrope.loop.care.energy import EnergyMeter, joules_since, read_start
 from zoetrope.loop.care.policy import ContentPolicy, GuardedPainter, PromptBlocked
 from zoetrope.loop.care.retention import apply_retention
 from zoetrope.loop.care.watchdog import LoopState, Watchdog
-from zoetrope.loop.chain import RESEED_ATTEMPT_BASE, Chain, Step, step_seed
+from zoetrope.loop.chain import Chain, Step, attempt_base
 from zoetrope.loop.chainlog import LOG_NAME, START_IMAGE, ChainWriter, step_record
 
 log = logging.getLogger(__name__)
@@ -311,7 +311,7 @@ class Runner:
                 elif from_start and blocked >= 2 * policy.max_attempts:
                     raise StepFailed(f"step {n}: the content policy blocked {blocked} attempts, "
                                      "even from the start prompt/image")
-            problem |= {"attempt": reseed, "retry_seed_base": step_seed(self.config.seed, n, RESEED_ATTEMPT_BASE + reseed)}
+            problem |= {"attempt": reseed, "retry_seed_base": attempt_base(self.config.seed, n, reseed)}
             events.append(problem)
             log.warning("step %d: %s; re-seeding (attempt %d)", n, problem["kind"], reseed)
 
