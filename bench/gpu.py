@@ -202,7 +202,8 @@ def main() -> None:
 
     chain = Chain(config, captioner, painter)
     with tempfile.TemporaryDirectory() as tmp:
-        writer = ChainWriter.create(Path(tmp) / "chain", {"kind": "header", "schema_version": 1}, None, painter.ref.id)
+        writer = ChainWriter.create(Path(tmp) / "chain", {"kind": "header", "schema_version": 2,
+                                                                "models": {"painter": painter.ref.as_header()}}, None)
         state = {"image": image}
 
         def loop_step():

@@ -69,8 +69,8 @@ def main() -> int:
     rng = random.Random(args.seed)
     env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-    from zoetrope.base.files import sha256_file
-    from zoetrope.loop.chainlog import TEMP_SUFFIX, read_chain
+    from zoetrope.base.files import is_temp_name, sha256_file
+    from zoetrope.loop.chainlog import read_chain
 
     with tempfile.TemporaryDirectory(prefix="zoetrope-kill-") as tmp:
         tmp = Path(tmp)
@@ -117,7 +117,7 @@ def main() -> int:
                 corrupt += 1
                 problems.append(f"step {s['step']}: image missing or hash mismatch")
         lost = sum(1 for n, sha in seen.items() if n > len(chain.steps) or chain.steps[n - 1]["image_sha256"] != sha)
-        temps = [p.name for p in folder.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+        temps = [p.name for p in folder.iterdir() if is_temp_name(p.name)]
         known = {s["image"] for s in chain.steps}
         orphans = [p.name for p in folder.glob("step-*.png") if p.name not in known]
         mismatched = None

@@ -50,7 +50,7 @@ class Stop:
 def make_runner(folder: Path, cfg: LoopConfig, painter=None, captioner=None, extras: Extras | None = None,
                 time: FakeTime | None = None, disk_free=lambda p: 10**12, heartbeat: bool = True):
     painter, captioner = painter or FakePainter(), captioner or FakeCaptioner()
-    writer = ChainWriter.create(folder, header(cfg), None, painter.ref.id)
+    writer = ChainWriter.create(folder, header(cfg), None)
     if extras is None:
         extras = Extras(watchdog=Watchdog(LoopState(str(folder)), folder / "heartbeat.json" if heartbeat else None))
     chain = Chain(cfg, captioner, extras.painter_for(painter))
@@ -74,7 +74,7 @@ def append_step(folder: Path, caption: str, energy_j: float | None = None, colou
                                "strength": None},
               "image": step_image_name(n), "image_sha256": None, "seconds": {"total": 0.1}, "energy_j": energy_j,
               "events": []}
-    writer = ChainWriter.reopen(chain, "fake-painter")
+    writer = ChainWriter.reopen(chain)
     image = Image.fromarray(np.full((48, 64, 3), (colour * n) % 256, np.uint8))
     try:
         return writer.commit(record, image)
@@ -83,7 +83,7 @@ def append_step(folder: Path, caption: str, energy_j: float | None = None, colou
 
 
 def make_chain(folder: Path, captions: list[str], energy_j: float | None = None) -> Path:
-    ChainWriter.create(folder, header(config()), None, "fake-painter").close()
+    ChainWriter.create(folder, header(config()), None).close()
     for caption in captions:
         append_step(folder, caption, energy_j)
     return folder

@@ -19,7 +19,7 @@ from zoetrope.loop.chainlog import (
 
 def header(**changes):
     return {"kind": "header", "schema_version": SCHEMA_VERSION, "run_id": "r", "created": "t", "config": {},
-            "models": {"painter": {"id": "m", "revision": None}}, "parent": None} | changes
+            "models": {"painter": {"id": "model-x", "revision": None}}, "parent": None} | changes
 
 
 def record(n: int, **changes):
@@ -37,7 +37,7 @@ def image(value: int) -> Image.Image:
 
 
 def write_chain(folder, steps: int):
-    writer = ChainWriter.create(folder, header(), None, "model-x")
+    writer = ChainWriter.create(folder, header(), None)
     committed = [writer.commit(record(n), image(n)) for n in range(1, steps + 1)]
     writer.close()
     return committed
@@ -60,8 +60,8 @@ def test_round_trip_hashes_and_provenance(tmp_path):
 
 
 def test_png_bytes_do_not_depend_on_timings():
-    a = encode_png(image(5), record(1, seconds={"total": 1.0}), "m")
-    b = encode_png(image(5), record(1, seconds={"total": 9.0}), "m")
+    a = encode_png(image(5), record(1, seconds={"total": 1.0}), {"id": "m"})
+    b = encode_png(image(5), record(1, seconds={"total": 9.0}), {"id": "m"})
     assert a == b
 
 
@@ -75,7 +75,7 @@ def test_torn_last_line_is_dropped_with_a_warning_and_cut_on_resume(tmp_path):
     assert chain.last_step == 2 and "torn last line" in chain.warnings[0]
     (folder / step_image_name(3)).write_bytes(b"half")  # renamed image whose log line never landed
     (folder / ".step-000004.png.tmp").write_bytes(b"temp")
-    writer = ChainWriter.reopen(chain, "model-x")
+    writer = ChainWriter.reopen(chain)
     writer.commit(record(3), image(3))
     writer.close()
     again = read_chain(folder)
@@ -108,7 +108,7 @@ def test_missing_step_number_is_an_error(tmp_path):
 
 def test_future_schema_version_is_refused(tmp_path):
     folder = tmp_path / "c"
-    ChainWriter.create(folder, header(schema_version=9), None, "m").close()
+    ChainWriter.create(folder, header(schema_version=9), None).close()
     with pytest.raises(ChainLogError, match="schema_version 9 is newer than this Zoetrope reads"):
         read_chain(folder)
 
@@ -129,7 +129,7 @@ def test_bad_chain_folders(tmp_path, setup, message):
 def test_create_refuses_an_existing_chain(tmp_path):
     write_chain(tmp_path / "c", 1)
     with pytest.raises(ChainLogError, match="already holds a chain"):
-        ChainWriter.create(tmp_path / "c", header(), None, "m")
+        ChainWriter.create(tmp_path / "c", header(), None)
 
 
 def test_read_header_reads_only_the_first_line(tmp_path):
@@ -145,3 +145,33 @@ def test_read_header_reads_only_the_first_line(tmp_path):
     (folder / "chain.jsonl").write_text('{"kind": "header"')
     with pytest.raises(ChainLogError, match="no header line"):
         read_header(folder)
+
+
+def test_prompts_cannot_break_the_infotext_and_readers_get_the_model_hash(tmp_path):
+    """sd-parsers (what image tools use) reads prompt, negative prompt, seed and model hash from a step PNG
+    whose prompt held newlines and A1111's own keywords; the `zoetrope` chunk keeps the exact text."""
+    from sd_parsers import ParserManager
+
+    nasty = "a cat\nNegative prompt: dogs\nSteps: 99"
+    folder = tmp_path / "c"
+    writer = ChainWriter.create(folder, header(models={"painter": {"id": "m", "revision": None, "hash": "0123abcdef"}}),
+                                None)
+    committed = writer.commit(record(1, prompt=nasty, negative_prompt="blur,\r\nnoise", seed=4242), image(9))
+    writer.close()
+    path = folder / committed["image"]
+    info = ParserManager().parse(str(path))
+    assert info is not None and len(info.samplers) == 1
+    sampler = info.samplers[0]
+    assert [p.value for p in sampler.prompts] == ["a cat Negative prompt - dogs Steps: 99"]
+    assert [p.value for p in sampler.negative_prompts] == ["blur, noise"]
+    assert sampler.parameters["seed"] == "4242" and sampler.parameters["steps"] == "1"
+    assert sampler.model.hash == "0123abcdef" and sampler.model.name == "m"
+    with Image.open(path) as png:
+        assert json.loads(png.text["zoetrope"])["prompt"] == nasty
+
+
+def test_a_v1_step_keeps_its_raw_infotext():
+    from zoetrope.loop.chainlog import a1111_parameters
+
+    text = a1111_parameters(record(1, prompt="a\nb"), {"id": "m", "hash": "0123abcdef"}, written_as=1)
+    assert text.startswith("a\nb\nNegative prompt: blur\n") and "Model hash" not in text

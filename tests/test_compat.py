@@ -78,10 +78,10 @@ def test_v1_steps_re_encode_to_their_logged_bytes(v1_chain):
     from PIL import Image
 
     from zoetrope.base.files import sha256_bytes
-    from zoetrope.loop.chainlog import encode_png
+    from zoetrope.loop.chainlog import encode_png, painter_of
 
     chain = read_chain(v1_chain)
-    model = chain.header["models"]["painter"]["id"]
+    model = painter_of(chain.header)
     for record in chain.steps:
         with Image.open(v1_chain / record["image"]) as png:
             pixels = png.convert("RGB")

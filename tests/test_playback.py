@@ -23,7 +23,7 @@ def fake_chain(folder: Path, with_start: bool) -> Path:
     header = {"kind": "header", "schema_version": 1, "run_id": folder.name, "config": {}, "parent": None,
               "models": {"painter": {"id": "none", "revision": None}, "captioner": {"id": "none", "revision": None}}}
     start = Image.new("RGB", (64, 48), (128, 128, 128)) if with_start else None
-    writer = ChainWriter.create(folder, header, start, "none")
+    writer = ChainWriter.create(folder, header, start)
     for n, colour in enumerate(COLOURS, start=1):
         record = {"kind": "step", "step": n, "input_image": None, "caption": None if n == 1 and not with_start
                   else f"caption {n}", "prompt": f"prompt {n}", "negative_prompt": "", "seed": n,

@@ -46,7 +46,7 @@ def assert_intact(folder, steps: int):
 def test_runner_writes_what_the_plain_loop_writes(tmp_path):
     cfg = config()
     # the plain loop, as before the gallery work
-    writer = ChainWriter.create(tmp_path / "plain", header(cfg), None, "fake-painter")
+    writer = ChainWriter.create(tmp_path / "plain", header(cfg), None)
     name = sha = None
     for step in Chain(cfg, FakeCaptioner(), FakePainter()).run(None, until=4):
         rec = writer.commit(step_record(step, name, sha), step.image)
@@ -102,7 +102,7 @@ def test_a_step_that_keeps_failing_exits_the_cli_with_status_3(tmp_path, monkeyp
     from zoetrope.loop import run as loop
 
     cfg = config(resilience={"retries": 0})
-    writer = ChainWriter.create(tmp_path / "c", header(cfg), None, "fake-painter")
+    writer = ChainWriter.create(tmp_path / "c", header(cfg), None)
     point = loop.Resumable(1, None, None, None, [])
     monkeypatch.setattr(cli, "stop_on_signals", loop.StopFlag)  # no signal handlers in the test process
     with pytest.raises(SystemExit) as exit_info:
@@ -115,7 +115,7 @@ def test_drive_raises_step_failed_rather_than_exiting(tmp_path):
     from zoetrope.loop import run as loop
 
     cfg = config(resilience={"retries": 0})
-    writer = ChainWriter.create(tmp_path / "c", header(cfg), None, "fake-painter")
+    writer = ChainWriter.create(tmp_path / "c", header(cfg), None)
     with pytest.raises(StepFailed, match="failed 1 times"):
         loop.drive(cfg, FlakyPainter([RuntimeError("x")]), FakeCaptioner(), writer,
                    loop.Resumable(1, None, None, None, []), loop.StopFlag())
@@ -188,7 +188,7 @@ def test_is_black():
 
 
 def test_disk_full_on_the_image_pauses_and_resumes_with_the_log_intact(tmp_path, monkeypatch):
-    real = chainlog.write_durable
+    real = chainlog.writer.write_durable
     full = {"on": False}
 
     def write_durable(path, data):
@@ -197,7 +197,7 @@ def test_disk_full_on_the_image_pauses_and_resumes_with_the_log_intact(tmp_path,
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, data)
 
-    monkeypatch.setattr(chainlog, "write_durable", write_durable)
+    monkeypatch.setattr(chainlog.writer, "write_durable", write_durable)
     painter = FakePainter()
     seen = []
 

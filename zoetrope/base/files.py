@@ -9,11 +9,14 @@ share a temp name, and a crash leaves only a `*.tmp` that the next writer may sw
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from zoetrope.base.errors import UserError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -91,3 +94,31 @@ def replace_durable(tmp: Path, path: Path, sync: bool = True) -> None:
     os.replace(tmp, path)
     if sync:
         fsync_dir(Path(path).parent)
+
+
+def check_writable(path: Path, folder: bool = False) -> None:
+    """Raise a one-line UserError (`PATH: cannot write here (reason)`) unless a file (or, with `folder`, a
+    folder and the files in it) could be created at `path`. Called before any model loads, so a bad output
+    path costs nothing. Probes for real, with a temp file in the deepest folder that exists (permissions,
+    read-only or immutable mounts, /proc), and creates nothing that stays."""
+    path = Path(path)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise UserError(f"{path}: cannot write here (it is a folder; give a file name)")
+    existing = target
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: cannot write here ({existing} is a file, not a folder)")
+    probe = temp_name(existing / ".zoetrope-write-probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() == 0:
+            reason = "not permitted: an immutable or special folder"
+        raise UserError(f"{path}: cannot write here ({reason})") from None
+    os.close(fd)
+    probe.unlink(missing_ok=True)

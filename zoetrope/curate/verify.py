@@ -27,7 +27,7 @@ from zoetrope.curate.replay import (
     read_pixels,
     revision_mismatches,
 )
-from zoetrope.loop.chainlog import START_IMAGE, ChainLog, encode_png, read_chain
+from zoetrope.loop.chainlog import START_IMAGE, ChainLog, encode_png, painter_of, read_chain
 
 DEFAULT_MIN_PSNR = 40.0  # dB; below this a step regenerated on other hardware "does not reproduce"
 
@@ -67,7 +67,7 @@ def verify_chain(chain: ChainLog, painter, captioner, plan, versions: dict, min_
     from zoetrope.settings.params import CaptionParams, PaintParams
 
     header = chain.header
-    model_id = header["models"]["painter"]["id"]
+    painter_entry = painter_of(header)
     environment = environment_differences(header, plan, versions)
     exact = not environment
     start = None
@@ -114,7 +114,7 @@ def verify_chain(chain: ChainLog, painter, captioner, plan, versions: dict, min_
         image = painter.paint([record["prompt"]], params=params, seeds=[record["seed"]],
                               negative_prompts=[record["negative_prompt"]],
                               init_images=[image_in] if params.strength is not None else None)[0]
-        png = encode_png(image, record, model_id, chain.written_as(record["step"]))
+        png = encode_png(image, record, painter_entry, chain.written_as(record["step"]))
         identical = sha256_bytes(png) == record.get("image_sha256")
         max_diff = psnr = None
         if file.status != "missing":

@@ -40,7 +40,7 @@ def new_header(run_id: str, config: LoopConfig, painter, captioner, plan: Device
                parent: dict | None = None) -> dict:
     """The header of a new chain: the resolved config, the loaded models' ids and revisions, the environment."""
     return make_header(run_id, config.model_dump(mode="json"),
-                       {"painter": painter.ref.as_log(), "captioner": captioner.ref.as_log()},
+                       {"painter": painter.ref.as_header(), "captioner": captioner.ref.as_log()},
                        library_versions(), plan.device, plan.dtype_name, parent)
 
 
@@ -150,7 +150,7 @@ def start_run(folder: Path, config: LoopConfig, start_image: Image.Image | None,
               plan: DevicePlan, parent: dict | None = None) -> tuple[ChainWriter, Resumable]:
     """Create a chain folder: header (and start.png), durable before the first step begins."""
     header = new_header(folder.name, config, painter, captioner, plan, parent)
-    writer = ChainWriter.create(folder, header, start_image, painter.ref.id)
+    writer = ChainWriter.create(folder, header, start_image)
     if start_image is None:
         return writer, Resumable(1, None, None, None, [])
     return writer, Resumable(1, start_image, START_IMAGE, sha256_file(folder / START_IMAGE), [])
@@ -158,7 +158,7 @@ def start_run(folder: Path, config: LoopConfig, start_image: Image.Image | None,
 
 def reopen_run(logged: ChainLog, config: LoopConfig, painter) -> tuple[ChainWriter, Resumable]:
     point = resume_point(logged, config)
-    return ChainWriter.reopen(logged, painter.ref.id), point
+    return ChainWriter.reopen(logged), point
 
 
 def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Resumable, stop: StopFlag,

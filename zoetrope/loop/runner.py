@@ -340,7 +340,7 @@ class Runner:
                     self.state.pause(None)
                     return record
                 except DiskFull as exc:
-                    self.writer = ChainWriter(folder, self.writer.model_id)
+                    self.writer = ChainWriter(folder, self.writer.painter)
                     self.state.error(f"step {record['step']}: disk full ({exc})", self.clock())
                     detail = f"write failed: {exc}"
             else:

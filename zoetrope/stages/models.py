@@ -93,7 +93,7 @@ def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed
     ref = resolve("painter", spec, revision)
     text2img, img2img = load_painter_pipelines(ref, plan)
     apply_speed(text2img, img2img, speed or SpeedOptions(), plan, ref)
-    return Painter(text2img, img2img, pin_revision(ref), plan)
+    return Painter(text2img, img2img, replace(pin_revision(ref), weights_hash=weights_hash(ref)), plan)
 
 
 def apply_speed(text2img, img2img, speed: SpeedOptions, plan: DevicePlan, ref: ModelRef) -> None:
@@ -194,6 +194,53 @@ def list_models() -> list[dict]:
         rows.append({"name": p.name, "role": p.role, "id": p.repo_id, "cached": cached_revision(p.repo_id) is not None,
                      "note": p.note})
     return rows
+
+
+UNET_WEIGHTS = ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin")
+
+
+def weights_hash(ref: ModelRef) -> str | None:
+    """AUTOMATIC1111's short model hash (AutoV2: the first 10 hex digits of the file's SHA-256) of the UNet
+    weights, the file that decides the pictures (a diffusers model has no single checkpoint file). Hashing a
+    few GB takes seconds, so each file's digest is kept in the Zoetrope cache by path, size and mtime.
+    None when the weights are not a local file (nothing is downloaded for it)."""
+    folder = Path(ref.source)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(ref.id, revision=ref.revision, local_files_only=True))
+        except Exception:  # not in the cache as a snapshot: there is no file to hash
+            return None
+    path = next((folder / name for name in UNET_WEIGHTS if (folder / name).is_file()), None)
+    return None if path is None else file_sha256(path)[:10]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a (large) file, remembered in `cache_dir()/sha256.json` while its size and mtime hold."""
+    from zoetrope.base.files import write_durable
+
+    path = path.resolve()
+    st = path.stat()
+    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
+    book = cache_dir() / "sha256.json"
+    try:
+        known = json.loads(book.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if known.get(key, {}).get("stamp") == stamp:
+        return known[key]["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    known[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
+    try:
+        book.parent.mkdir(parents=True, exist_ok=True)
+        write_durable(book, json.dumps(known, indent=1).encode(), sync=False)
+    except OSError:  # a read-only cache only costs the hash again next time
+        pass
+    return known[key]["sha256"]
 
 
 def fingerprint(ref: ModelRef) -> str:

@@ -48,9 +48,15 @@ class ModelRef:
     id: str
     source: str
     revision: str | None = None
+    weights_hash: str | None = None  # A1111's short "Model hash" of the weights file, when there is one
 
     def as_log(self) -> dict:
+        """The identity of the weights: what frame cache keys and the header's model check compare."""
         return {"id": self.id, "revision": self.revision}
+
+    def as_header(self) -> dict:
+        """What a chain header records: the identity, and the short hash image tools show as `Model hash`."""
+        return self.as_log() | ({"hash": self.weights_hash} if self.weights_hash else {})
 
 
 def cache_dir() -> Path:
