@@ -1,7 +1,13 @@
-"""Helpers for the gallery tests: a chain folder on fakes, a fake clock, and a runner built around them."""
+"""Helpers for the gallery tests: a chain folder on fakes, a fake clock, a runner built around them, and a
+writer lock held as another process would hold it."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,3 +93,20 @@ def make_chain(folder: Path, captions: list[str], energy_j: float | None = None)
     for caption in captions:
         append_step(folder, caption, energy_j)
     return folder
+
+
+@contextlib.contextmanager
+def held_elsewhere(folder: Path, pid: int = 4242) -> Iterator[int]:
+    """Hold the chain's writer lock as another process does: an OFD lock on a file description of our own,
+    outside chainlog's bookkeeping (so this process's chainlog sees a foreign writer), naming `pid`. Closing
+    the descriptor drops it, as a killed process's lock goes with it."""
+    from zoetrope.loop.chainlog import LOCK_NAME
+
+    fd = os.open(Path(folder) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("@hhqqi0q", fcntl.F_WRLCK, 0, 0, 0, 0))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{pid}\n".encode(), 0)
+        yield pid
+    finally:
+        os.close(fd)

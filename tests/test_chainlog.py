@@ -91,7 +91,8 @@ def test_garbled_middle_line_is_an_error_naming_the_line(tmp_path):
     lines = log.read_bytes().split(b"\n")
     lines[2] = b"{not json"
     log.write_bytes(b"\n".join(lines))
-    with pytest.raises(ChainLogError, match=r"chain.jsonl:3: garbled record"):
+    with pytest.raises(ChainLogError, match=r"chain.jsonl:3: garbled record .*; run `replay repair "
+                                            rf"{folder}` to keep the longest consistent history$"):
         read_chain(folder)
 
 
@@ -102,8 +103,34 @@ def test_missing_step_number_is_an_error(tmp_path):
     lines = log.read_text().splitlines()
     del lines[2]
     log.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ChainLogError, match=r":3: expected step 2, got kind='step' step=3"):
+    with pytest.raises(ChainLogError, match=r":3: expected step 2, got kind='step' step=3; run `replay repair "
+                                            rf"{folder}` to keep the longest consistent history$"):
         read_chain(folder)
+
+
+def test_a_garbled_header_names_no_repair(tmp_path):
+    folder = tmp_path / "c"
+    write_chain(folder, 1)
+    log = folder / "chain.jsonl"
+    log.write_bytes(b"{garbled\n" + log.read_bytes().split(b"\n", 1)[1])
+    with pytest.raises(ChainLogError, match=r"chain.jsonl:1: garbled record \(") as caught:
+        read_chain(folder)
+    assert "replay repair" not in str(caught.value)  # repair keeps a history only after a readable header
+
+
+def test_a_log_replaced_under_a_tail_is_read_again_from_the_top(tmp_path):
+    from zoetrope.loop.chainlog import LogTail
+
+    folder = tmp_path / "c"
+    write_chain(folder, 2)
+    tail = LogTail(folder)
+    assert tail.read().steps == 2
+    log = folder / "chain.jsonl"
+    data = log.read_bytes()
+    log.unlink()
+    log.write_bytes(data + data.split(b"\n", 1)[1])  # another file, longer than the first: not a tail of it
+    again = tail.read()
+    assert again.restarted and again.first and again.steps == 4
 
 
 def test_future_schema_version_is_refused(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def test_counterfeits_smoke_writes_header_and_five_steps(tmp_path):
     lines = (out / "chain.jsonl").read_text().splitlines()
     header = json.loads(lines[0])
     assert header["kind"] == "header" and header["schema_version"] == 2 and header["parent"] is None
-    assert header["models"]["painter"] == {"id": "tiny", "revision": "tiny-v1"} and header["device"] == "cpu"
+    painter = header["models"]["painter"]
+    assert (painter["id"], painter["revision"]) == ("tiny", "tiny-v1") and header["device"] == "cpu"
+    assert re.fullmatch(r"[0-9a-f]{10}", painter["hash"])  # A1111's short hash of the tiny UNet's weights
     assert set(header["versions"]) == {"python", "torch", "diffusers", "transformers", "zoetrope"}
     steps = [json.loads(line) for line in lines[1:]]
     assert [s["step"] for s in steps] == [1, 2, 3, 4, 5]
@@ -60,6 +63,7 @@ def test_counterfeits_smoke_writes_header_and_five_steps(tmp_path):
         assert sha256_file(out / s["image"]) == s["image_sha256"]
         with Image.open(out / s["image"]) as png:
             assert "Steps: 1, Sampler: Euler, CFG scale: 0.0" in png.text["parameters"]
+            assert f"Model hash: {painter['hash']}, Model: tiny" in png.text["parameters"]
     assert steps[1]["input_image"] == "step-000001.png" and steps[1]["input_sha256"] == steps[0]["image_sha256"]
     assert "step      5" in result.stdout
 

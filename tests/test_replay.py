@@ -280,3 +280,36 @@ def test_fork_config_takes_paint_steps_and_refuses_unknown_fields(copy6):
 def test_verify_rejects_a_tolerance_that_is_not_positive(copy6, capsys):
     code, _, err = run_cli(capsys, "replay", "verify", copy6, "--min-psnr", 0)
     assert code == 2 and one_error_line(err) == "error: --min-psnr: must be greater than 0 dB (got 0.0)"
+
+
+# ----------------------------------------------------------------------------------------------- repair
+
+
+def test_a_log_two_writers_appended_to_is_repaired_and_verifies(copy6, capsys):
+    """What the old double writer left: a second `loop --resume` from step 3 appended its own steps 4-6
+    between the first's (the same pictures: exact duplicates but for the timings), one of them a different
+    step 6 whose picture lost the race for the file, and a torn last line."""
+    lines = (copy6 / LOG_NAME).read_bytes().splitlines(keepends=True)
+    second = [json.dumps(json.loads(raw) | {"seconds": {"total": 9.9}}, ensure_ascii=False).encode() + b"\n"
+              for raw in lines[4:7]]
+    other6 = json.loads(lines[6]) | {"caption": "another caption", "image_sha256": "0" * 64}
+    other6_line = json.dumps(other6, ensure_ascii=False).encode() + b"\n"
+    damaged = [*lines[:5], second[0], lines[5], second[1], other6_line, lines[6], second[2], b'{"kind": "step", "st']
+    write_log(copy6, damaged)
+    code, _, err = run_cli(capsys, "replay", "verify", copy6)
+    assert code == 2 and one_error_line(err).endswith(
+        f"expected step 5, got kind='step' step=4; run `replay repair {copy6}` to keep the longest consistent history")
+
+    code, out, _ = run_cli(capsys, "replay", "repair", copy6)
+    assert code == 0
+    assert f"{copy6}: kept 6 steps, dropped 3 duplicates, rejected 2 lines (appended to {copy6 / LOG_NAME}.rejected)" \
+        in out
+    assert f"continue the chain with `loop --resume {copy6}`" in out
+    assert (copy6 / f"{LOG_NAME}.rejected").read_bytes() == other6_line + b'{"kind": "step", "st\n'
+    backups = list(copy6.glob(f"{LOG_NAME}.bak-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == b"".join(damaged)
+    assert (copy6 / LOG_NAME).read_bytes() == b"".join(lines)
+    code, out, _ = run_cli(capsys, "replay", "verify", copy6)
+    assert code == 0, out
+    code, out, _ = run_cli(capsys, "replay", "repair", copy6)
+    assert code == 0 and out.strip() == f"{copy6}: the log is healthy (6 steps); nothing to repair, nothing changed"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import time
 
 import pytest
 
-from tests.gallery_helpers import append_step, config, make_chain
+from tests.gallery_helpers import append_step, config, held_elsewhere, make_chain
 from zoetrope.gallery.serve import ServerThread, create_app, safe_chain_file
 from zoetrope.loop.care.watchdog import LoopState
+from zoetrope.loop.chainlog import lock_chain
 
 
 @pytest.fixture
@@ -42,7 +44,8 @@ def test_status_reports_the_chain_and_the_loop(chain):
     state.pause("disk_full", "write failed")
     server = start(chain, loop_state=state.as_dict)
     try:
-        status, body, headers = get(server, "/status")
+        with lock_chain(chain):  # the loop of `loop --display`: the writer is this process
+            status, body, headers = get(server, "/status")
         report = json.loads(body)
     finally:
         server.stop()
@@ -52,6 +55,8 @@ def test_status_reports_the_chain_and_the_loop(chain):
     assert report["steps_last_hour"] == 2 and report["steps_per_hour"] > 0
     assert report["uptime_s"] >= 0 and report["disk_free_bytes"] > 0
     assert report["errors_last_hour"] == 1 and report["paused"] == "disk_full" and report["loop_running"]
+    assert report["writer_pid"] == os.getpid() and report["writer_running"]
+    assert report["healthy"] and report["unhealthy_reason"] is None
     assert report["energy"] == {"total_j": 5.0, "total_kwh": round(5.0 / 3.6e6, 6), "steps_measured": 2, "steps": 2}
 
 
@@ -75,14 +80,41 @@ def test_healthz_is_503_after_the_silence_and_200_when_steps_flow(chain):
     os.utime(chain / "chain.jsonl", (old, old))
     cfg = config(display={"healthz_silence_s": 60})
     server = start(chain, config=cfg)
+    writer = lock_chain(chain)  # a writer holds the lock: only the silence is wrong
     try:
         status, body, _ = get(server, "/healthz")
         assert status == 503 and json.loads(body)["seconds_since_last_step"] >= 119
+        assert re.fullmatch(r"no step for 1[12]\d s", json.loads(body)["unhealthy_reason"])
         append_step(chain, "a new step arrives")
         deadline = time.monotonic() + 5
         while (status := get(server, "/healthz")[0]) != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert status == 200
+    finally:
+        writer.release()
+        server.stop()
+
+
+@pytest.mark.e2e
+def test_healthz_is_503_without_a_writer_200_with_one_and_503_after_the_silence(chain):
+    """`serve` alone is not a healthy installation: fresh steps count only while a writer holds the lock."""
+    server = start(chain, config=config(display={"healthz_silence_s": 1.5}))
+    try:
+        status, body, _ = get(server, "/healthz")  # the steps are fresh, but nobody writes
+        assert status == 503 and json.loads(body)["unhealthy_reason"] == "no writer holds the chain's lock"
+        report = json.loads(get(server, "/status")[1])
+        assert report["writer_running"] is False and report["writer_pid"] is None and not report["healthy"]
+        assert report["unhealthy_reason"] == "no writer holds the chain's lock"
+        with held_elsewhere(chain, pid=4321):  # another process, asked with F_OFD_GETLK
+            status, body, _ = get(server, "/healthz")
+            assert status == 200 and json.loads(body) | {"seconds_since_last_step": 0} == {
+                "healthy": True, "unhealthy_reason": None, "writer_pid": 4321, "seconds_since_last_step": 0,
+                "silence_limit_s": 1.5, "paused": None}
+            time.sleep(2.0)
+            status, body, _ = get(server, "/healthz")
+            assert status == 503 and re.fullmatch(r"no step for [2-9] s", json.loads(body)["unhealthy_reason"])
+            assert json.loads(get(server, "/status")[1])["writer_pid"] == 4321
+        assert json.loads(get(server, "/healthz")[1])["unhealthy_reason"] == "no writer holds the chain's lock"
     finally:
         server.stop()
 

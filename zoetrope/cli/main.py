@@ -108,14 +108,23 @@ def cmd_loop(args: argparse.Namespace) -> int:
 def resume_loop(args: argparse.Namespace, folder: Path, given: bool) -> int:
     """Continue the chain in `folder` with its logged settings. `given`: the user typed --resume, so options
     that would change the pictures are refused (a service restart ignores the unit's start options)."""
-    from zoetrope.loop.chainlog import read_chain
-    from zoetrope.loop.run import gallery_extras, open_models, reopen_run
-    from zoetrope.settings.loop import LoopConfig
+    from zoetrope.loop.chainlog import lock_chain
 
     typed = (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models) if given else ()
     if any(v is not None for v in (*typed, args.vae)) or args.chains != 1:
         raise UserError("--resume continues a chain with its logged settings; only --steps, --device and the speed "
                         "options that keep the pictures the same may be given (to change settings: replay fork)")
+    # One writer per chain: the lock is taken before the log is read or a model loads, so a second writer
+    # stops here at once (ChainBusy, exit 2), and held until this process is done with the chain.
+    with lock_chain(folder):
+        return _resume_locked(args, folder)
+
+
+def _resume_locked(args: argparse.Namespace, folder: Path) -> int:
+    from zoetrope.loop.chainlog import read_chain
+    from zoetrope.loop.run import gallery_extras, open_models, reopen_run
+    from zoetrope.settings.loop import LoopConfig
+
     logged = read_chain(folder)
     config = LoopConfig.model_validate(logged.header["config"])
     config = config.model_copy(update={
@@ -138,9 +147,11 @@ def resume_loop(args: argparse.Namespace, folder: Path, given: bool) -> int:
 
 def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
     """Start a chain in `out` (default renders/chains/<name>-<time>); K chains side by side with --chains K."""
+    from contextlib import ExitStack
+
     from zoetrope.base.images import load_image
-    from zoetrope.loop.chainlog import require_new_chain
-    from zoetrope.loop.run import default_run_folder, gallery_extras, open_models, start_run
+    from zoetrope.loop.chainlog import lock_chain, require_new_chain
+    from zoetrope.loop.run import default_run_folder
 
     # Everything the user gave is checked before anything is loaded or written.
     start_image = load_image(config.start.image) if config.start.image else None
@@ -151,6 +162,19 @@ def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
     if args.chains > 1 and (args.display or args.service):
         raise UserError("--chains runs several chains in the foreground; --display and --service run one chain "
                         "(run one service per chain for a wall)")
+    # Then the writer lock of each chain folder (made for it, and removed again if the run ends before its
+    # header is written), before any model loads, held until the run is over.
+    folders = [folder] if args.chains == 1 else [folder / f"chain-{k}" for k in range(1, args.chains + 1)]
+    with ExitStack() as locks:
+        for chain_folder in folders:
+            locks.enter_context(lock_chain(chain_folder, create=True))
+            require_new_chain(chain_folder)  # again under the lock: another run may have begun it meanwhile
+        return _new_locked(args, config, folder, start_image)
+
+
+def _new_locked(args: argparse.Namespace, config, folder: Path, start_image) -> int:
+    from zoetrope.loop.run import gallery_extras, open_models, start_run
+
     m = config.models
     painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
                                            args.device, config.speed)

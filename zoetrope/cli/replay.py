@@ -1,6 +1,7 @@
-"""Command line for curators: `replay {verify,fork,show,play}` and `inspect`.
+"""Command line for curators: `replay {verify,fork,show,play,repair}` and `inspect`.
 
-Each command parses its options, calls one core function in zoetrope/curate/ and prints what it returns.
+Each command parses its options, calls one core function (in zoetrope/curate/; `repair` is the chain log's
+own, zoetrope/loop/chainlog/repair.py) and prints what it returns.
 Exit codes: 0 done (or every step reproduces), 1 verify found a step that does not reproduce, 2 a user
 mistake (UserError), 3 a fork step that keeps failing (as for `loop`).
 """
@@ -54,6 +55,10 @@ def register(sub) -> None:
     play.add_argument("--out", type=Path, metavar="FILE", help="default: renders/films/<run>-slideshow.mp4")
     play.set_defaults(func=cmd_play)
 
+    repair = rsub.add_parser("repair", help="make a damaged log readable: keep its longest consistent history")
+    repair.add_argument("chain", type=Path, metavar="DIR")
+    repair.set_defaults(func=cmd_repair)
+
     inspect = sub.add_parser("inspect", help="write a self-contained HTML report of a chain (contact sheet, drift)")
     inspect.add_argument("chain", type=Path, metavar="DIR")
     inspect.add_argument("--out", type=Path, metavar="FILE.html", help="default: renders/reports/<run>.html")
@@ -105,10 +110,13 @@ def cmd_fork(args: argparse.Namespace) -> int:
     from zoetrope.curate.fork import prepare_fork
 
     fork = prepare_fork(args.chain, args.from_step, fork_overrides(args), args.out, args.device)
-    _echo(f"fork {fork.folder} of {fork.parent_run} at step {fork.from_step} "
-          f"({fork.plan.device}, {fork.plan.dtype_name}; {fork.config.paint.steps} paint steps)")
-    done = run_in_foreground(fork.config, fork.painter, fork.captioner, fork.writer, fork.point, stop_on_signals(),
-                             echo=_echo)
+    try:
+        _echo(f"fork {fork.folder} of {fork.parent_run} at step {fork.from_step} "
+              f"({fork.plan.device}, {fork.plan.dtype_name}; {fork.config.paint.steps} paint steps)")
+        done = run_in_foreground(fork.config, fork.painter, fork.captioner, fork.writer, fork.point,
+                                 stop_on_signals(), echo=_echo)
+    finally:
+        fork.release()
     _echo(f"{done} steps written to {fork.folder}")
     return 0
 
@@ -126,6 +134,14 @@ def cmd_play(args: argparse.Namespace) -> int:
 
     result = play_folder(args.chain, args.out, hold=args.hold, crossfade=args.crossfade, fps=args.fps)
     _echo(f"{result.frames} frames ({result.seconds:.2f} s) written to {result.out}, subtitles in {result.srt}")
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from zoetrope.loop.chainlog import repair_chain, repair_lines
+
+    for line in repair_lines(repair_chain(args.chain)):
+        _echo(line)
     return 0
 
 

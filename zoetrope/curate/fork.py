@@ -2,7 +2,9 @@
 
 The fork's config is the parent's with the overrides applied and validated through LoopConfig, so a bad
 value is reported as `fork: field: message` before any model loads or any folder is made. Its header
-records the parent (run id, step, and the parent's folder relative to the fork's) for `replay show`.
+records the parent (run id, step, and the parent's folder relative to the fork's) for `replay show`. The
+fork's folder is locked for its writer (chainlog.lock_chain) before any model loads; the Fork holds that lock
+until the caller releases it (`Fork.release`), and a fork that fails before its header leaves no folder.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from zoetrope.curate.replay import check_file
 from zoetrope.loop.chainlog import ChainLog, read_chain
 
 if TYPE_CHECKING:  # torch-heavy modules, for the annotations only
-    from zoetrope.loop.chainlog import ChainWriter
+    from zoetrope.loop.chainlog import ChainWriter, WriterLock
     from zoetrope.loop.run import Resumable
     from zoetrope.settings.loop import LoopConfig
     from zoetrope.stages.device import DevicePlan
@@ -99,13 +101,19 @@ class Fork:
     plan: DevicePlan
     writer: ChainWriter
     point: Resumable
+    lock: WriterLock | None = None  # the fork folder's writer lock, held until `release`
+
+    def release(self) -> None:
+        """Drop the writer lock (after the fork has run; its writer holds its own reference while open)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def prepare_fork(folder: Path, from_step: int, overrides: dict, out: Path | None = None,
                  device: str | None = None) -> Fork:
     """Check everything the caller gave (step, overrides, output folder) before any model is loaded or
     anything written; then load the models and create the fork's folder with its header."""
-    from zoetrope.loop.chainlog import require_new_chain
+    from zoetrope.loop.chainlog import lock_chain, require_new_chain
     from zoetrope.loop.run import open_models, start_run
 
     chain = read_chain(folder)
@@ -113,9 +121,15 @@ def prepare_fork(folder: Path, from_step: int, overrides: dict, out: Path | None
     config = fork_config(chain, from_step, overrides)
     target = out or default_fork_folder(chain.folder, from_step)
     require_new_chain(target, hint="choose another --out")
-    m = config.models
-    painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
-                                           device, config.speed)
-    writer, point = start_run(target, config, start_image, painter, captioner, plan,
-                              parent=parent_entry(chain, from_step, target))
-    return Fork(target, chain.header["run_id"], from_step, config, painter, captioner, plan, writer, point)
+    lock = lock_chain(target, create=True)  # ChainBusy when another process writes there
+    try:
+        require_new_chain(target, hint="choose another --out")  # again, under the lock
+        m = config.models
+        painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
+                                               device, config.speed)
+        writer, point = start_run(target, config, start_image, painter, captioner, plan,
+                                  parent=parent_entry(chain, from_step, target))
+    except BaseException:
+        lock.release()  # and the folder goes too, if nothing was written in it
+        raise
+    return Fork(target, chain.header["run_id"], from_step, config, painter, captioner, plan, writer, point, lock)

@@ -2,8 +2,9 @@
 one to the page over Server-Sent Events (the browser's EventSource reconnects by itself).
 
 Read-only: it tails chain.jsonl and serves only step images and start.png from the chain folder, nothing
-else (no path traversal). /status reports the loop's health; /healthz is 503 once no step has completed
-for `display.healthz_silence_s`.
+else (no path traversal), and never takes the chain's writer lock. /status reports the loop's health;
+/healthz is 200 only while a writer holds the chain's lock (asked with chainlog.writer_pid, which never takes
+it) and its last step is within `display.healthz_silence_s`, else 503 with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, read_heartbeat
-from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN, LogTail
+from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN, LogTail, writer_pid
 from zoetrope.settings.loop import DisplaySettings, LoopConfig
 
 log = logging.getLogger(__name__)
@@ -142,14 +143,32 @@ class ChainWatcher:
         return len(recent), round((len(recent) - 1) / span * 3600, 2) if span > 0 else float(len(recent))
 
 
+def unhealthy_reason(folder: Path | None, writer: int | None, silence: float, limit: float) -> str | None:
+    """Why /healthz says 503, or None: healthy means a writer holds the chain's lock and steps still come."""
+    if folder is None:
+        return "no chain to show yet"
+    if not folder.is_dir():
+        return f"the chain folder {folder} is missing"
+    if writer is None:
+        return "no writer holds the chain's lock"
+    if silence > limit:
+        return f"no step for {silence:.0f} s"
+    return None
+
+
 def status_report(watcher: ChainWatcher, display: DisplaySettings, started: float, loop_state: dict | None,
                   min_free_mb: int, now: float) -> dict:
     folder = watcher.folder
-    free = shutil.disk_usage(folder).free if folder is not None else None
+    free = None
+    if folder is not None:
+        with contextlib.suppress(OSError):  # a folder deleted under the server: say so, do not fail
+            free = shutil.disk_usage(folder).free
+    writer = writer_pid(folder) if folder is not None else None
     last = watcher.last_step_time
     if loop_state and loop_state.get("last_step_time"):
         last = max(last or 0.0, loop_state["last_step_time"])
     silence = now - (last if last is not None else started)
+    reason = unhealthy_reason(folder, writer, silence, display.healthz_silence_s)
     count, per_hour = watcher.rate(now)
     fresh = bool(loop_state) and not loop_state.get("stopped") and now - loop_state.get("updated", 0) < 120
     paused = loop_state.get("paused") if fresh else None
@@ -163,13 +182,14 @@ def status_report(watcher: ChainWatcher, display: DisplaySettings, started: floa
         "uptime_s": round(now - started, 1),
         "loop_uptime_s": loop_state.get("uptime_s") if fresh else None,
         "loop_running": fresh,
+        "writer_pid": writer, "writer_running": writer is not None,
         "disk_free_bytes": free,
         "errors_last_hour": loop_state.get("errors_last_hour") if fresh else None,
         "recent_errors": loop_state.get("recent_errors", []) if fresh else [],
         "paused": paused, "pause_detail": loop_state.get("pause_detail") if fresh else None,
         "energy": {"total_j": round(watcher.energy_j, 3), "total_kwh": round(watcher.energy_j / 3.6e6, 6),
                    "steps_measured": watcher.energy_steps, "steps": watcher.steps},
-        "healthy": silence <= display.healthz_silence_s,
+        "healthy": reason is None, "unhealthy_reason": reason,
     }
 
 
@@ -211,7 +231,8 @@ def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
 
     async def healthz(request: Request) -> Response:
         report = status_report(watcher, display, started, state(), config.resilience.min_free_mb, time.time())
-        body = {"healthy": report["healthy"], "seconds_since_last_step": report["seconds_since_last_step"],
+        body = {"healthy": report["healthy"], "unhealthy_reason": report["unhealthy_reason"],
+                "writer_pid": report["writer_pid"], "seconds_since_last_step": report["seconds_since_last_step"],
                 "silence_limit_s": display.healthz_silence_s, "paused": report["paused"]}
         return JSONResponse(body, status_code=200 if report["healthy"] else 503)
 

@@ -1,6 +1,9 @@
 """Running a chain to disk: loading its models, the header, resume, the services around it, a clean stop.
 
-Everything that can be wrong with the user's input is checked before the output folder is created.
+Everything that can be wrong with the user's input is checked before the output folder is created. The
+chain's writer lock (chainlog.lock_chain) is the caller's to take, right after those checks and before
+`open_models`, and to hold for the whole run (cli/main.py, curate/fork.py); the ChainWriter that start_run
+and reopen_run make takes its own reference, so a library caller that skips it is still one writer.
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
 """Reading chain.jsonl: the whole committed log (`read_chain`), its header alone (`read_header`), or what a
 writer has appended since the last look (`LogTail`, for the kiosk server). Readers never lock and never
-write; they trust only newline-terminated lines and see records in the current schema."""
+write; they trust only newline-terminated lines and see records in the current schema. A log damaged by
+two writers or a garbled line is an error that names `replay repair` (repair.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ class ChainLog:
     warnings: list[str] = field(default_factory=list)
     committed_bytes: int = 0  # length of the newline-terminated part of the file
     version_on_disk: int = SCHEMA_VERSION  # the file's own schema_version (records are migrated on read)
+    stamp: tuple = ()  # (device, inode, size, mtime_ns) of the file when read: a writer checks it is unchanged
 
     @property
     def last_step(self) -> int:
@@ -43,13 +46,23 @@ class ChainLog:
         return self.version_on_disk
 
 
+def repair_hint(folder: Path) -> str:
+    """What a reader's error about damaged step lines adds: the way out."""
+    return f"run `replay repair {folder}` to keep the longest consistent history"
+
+
+def file_stamp(st) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _record(raw: bytes, path: Path, number: int) -> dict:
     try:
         record = json.loads(raw)
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ChainLogError(f"{path}:{number}: garbled record ({exc})") from None
+        hint = f"; {repair_hint(path.parent)}" if number > 1 else ""  # a garbled header cannot be repaired
+        raise ChainLogError(f"{path}:{number}: garbled record ({exc}){hint}") from None
     return record
 
 
@@ -80,7 +93,9 @@ def read_chain(folder: Path | str) -> ChainLog:
         raise ChainLogError(f"{folder}: no such chain folder")
     if not path.is_file():
         raise ChainLogError(f"{folder}: not a chain folder (no {LOG_NAME})")
-    data = path.read_bytes()
+    with open(path, "rb") as f:
+        stamp = file_stamp(os.fstat(f.fileno()))
+        data = f.read()
     committed = data.rfind(b"\n") + 1
     warnings = []
     if committed < len(data):
@@ -96,11 +111,12 @@ def read_chain(folder: Path | str) -> ChainLog:
         expected = number - 1
         if record.get("kind") != "step" or record.get("step") != expected:
             raise ChainLogError(
-                f"{path}:{number}: expected step {expected}, got kind={record.get('kind')!r} step={record.get('step')!r}"
+                f"{path}:{number}: expected step {expected}, got kind={record.get('kind')!r} "
+                f"step={record.get('step')!r}; {repair_hint(folder)}"
             )
     for w in warnings:
         log.warning(w)
-    return ChainLog(folder, header, steps, warnings, committed, version)
+    return ChainLog(folder, header, steps, warnings, committed, version, stamp)
 
 
 # ------------------------------------------------------------------------------------------- following
@@ -118,7 +134,8 @@ class TailRead:
     steps: int  # step lines among the new lines
     energy_j: float  # summed over the new lines that measured it
     energy_steps: int
-    restarted: bool  # the file was cut back (a resume dropped a torn line) and was read again from the top
+    restarted: bool  # the file was cut back (a resume dropped a torn line) or replaced (an upgrade, a repair,
+    # a chain made again in a deleted folder) and was read again from the top
     first: bool  # read from the top of the file (the first read, or after a restart)
     mtime: float  # the log's modification time when read: when its newest line was committed
 
@@ -131,7 +148,7 @@ class LogTail:
 
     def __init__(self, folder: Path, keep: int = 64):
         self.path, self.keep = Path(folder) / LOG_NAME, keep
-        self.offset, self.header = 0, None
+        self.offset, self.header, self.inode = 0, None, None
 
     def read(self) -> TailRead | None:
         """Newly committed lines since the last read; None when the log is missing or has not grown."""
@@ -140,7 +157,8 @@ class LogTail:
         except FileNotFoundError:
             return None
         size = st.st_size
-        restarted = size < self.offset
+        restarted = size < self.offset or (self.offset > 0 and (st.st_dev, st.st_ino) != self.inode)
+        self.inode = (st.st_dev, st.st_ino)
         if restarted:
             self.offset, self.header = 0, None
         if size == self.offset:

@@ -1,5 +1,6 @@
 """Writing chain.jsonl and the step PNGs: a new chain, a resumed one (upgraded to the current schema first),
-and each step made durable, its image before its line."""
+and each step made durable, its image before its line. Every writer holds the chain's writer lock (lock.py)
+while it is open: another process's writer is refused with ChainBusy."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from PIL import Image
 
 from zoetrope.base import png
 from zoetrope.base.files import is_temp_name, sha256_bytes, write_durable
-from zoetrope.loop.chainlog.reader import ChainLog
+from zoetrope.loop.chainlog.lock import WriterLock, lock_chain
+from zoetrope.loop.chainlog.reader import ChainLog, file_stamp
 from zoetrope.loop.chainlog.records import (
     LOG_NAME,
     SCHEMA_VERSION,
@@ -30,7 +32,28 @@ log = logging.getLogger(__name__)
 def upgrade(chain: ChainLog) -> Path:
     """Rewrite an older log in the current schema before anything is appended to it: the old file is kept
     beside it (`chain.jsonl.v1`), the new one replaces it atomically, and its header's `migrated` records
-    which steps were written in the old version (their PNG chunks keep that shape). Returns the backup."""
+    which steps were written in the old version (their PNG chunks keep that shape). Returns the backup.
+    Takes the writer lock (ChainBusy when another process writes the chain)."""
+    with lock_chain(chain.folder):
+        check_unchanged(chain)
+        return _upgrade(chain)
+
+
+def check_unchanged(chain: ChainLog) -> None:
+    """Refuse to write from a reading of the log that is out of date (another writer appended or replaced it
+    since): cutting it back to what was read would lose committed steps. Call with the writer lock held."""
+    if not chain.stamp:
+        return
+    try:
+        now = file_stamp((chain.folder / LOG_NAME).stat())
+    except FileNotFoundError:
+        now = ()
+    if now != chain.stamp:
+        raise ChainLogError(f"{chain.folder / LOG_NAME}: changed since it was read (another writer?); "
+                            "read the chain again before continuing it")
+
+
+def _upgrade(chain: ChainLog) -> Path:
     path = chain.folder / LOG_NAME
     backup = path.with_name(f"{LOG_NAME}.v{chain.version_on_disk}")
     if not backup.exists():
@@ -43,6 +66,7 @@ def upgrade(chain: ChainLog) -> Path:
     log.info("%s: upgraded the log from schema %d to %d (the old file is kept as %s)", path,
              chain.version_on_disk, SCHEMA_VERSION, backup.name)
     chain.header, chain.version_on_disk = header, SCHEMA_VERSION
+    chain.stamp = file_stamp(path.stat())
     return backup
 
 
@@ -53,42 +77,59 @@ def require_new_chain(folder: Path, hint: str | None = None) -> None:
 
 
 class ChainWriter:
-    """Appends durable steps to one chain folder; each step's PNG names the painter its header records."""
+    """Appends durable steps to one chain folder; each step's PNG names the painter its header records. It
+    holds a reference to the chain's writer lock from construction to `close` (ChainBusy if another process
+    holds it; re-entrant within this process, where the CLI holds it for the whole run)."""
 
     def __init__(self, folder: Path, painter: dict):
         self.folder = Path(folder)
         self.painter = painter
-        self._log = open(self.folder / LOG_NAME, "ab")
+        self._lock: WriterLock = lock_chain(self.folder)
+        try:
+            self._log = open(self.folder / LOG_NAME, "ab")
+        except BaseException:
+            self._lock.release()
+            raise
 
     @classmethod
     def create(cls, folder: Path, header: dict, start_image: Image.Image | None) -> ChainWriter:
         folder = Path(folder)
         require_new_chain(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if start_image is not None:
-            write_durable(folder / START_IMAGE, png.encode(start_image))
-        write_durable(folder / LOG_NAME, (json.dumps(header, ensure_ascii=False) + "\n").encode())
-        return cls(folder, painter_of(header))
+        lock = lock_chain(folder, create=True)
+        try:
+            require_new_chain(folder)  # again under the lock: another writer may have begun one meanwhile
+            if start_image is not None:
+                write_durable(folder / START_IMAGE, png.encode(start_image))
+            write_durable(folder / LOG_NAME, (json.dumps(header, ensure_ascii=False) + "\n").encode())
+            return cls(folder, painter_of(header))  # the writer takes its own reference to the lock
+        finally:
+            lock.release()
 
     @classmethod
     def reopen(cls, chain: ChainLog) -> ChainWriter:
         """Resume: cut a torn tail and remove what an interrupted step left (temp files, an unlogged image).
         A log of an older schema is first rewritten in the current one (see `upgrade`), so that one file never
-        mixes two versions' lines."""
+        mixes two versions' lines. Takes the writer lock first, and refuses a reading of the log that another
+        writer has changed since."""
         folder = chain.folder
-        if chain.version_on_disk < SCHEMA_VERSION:
-            upgrade(chain)
-        else:
-            with open(folder / LOG_NAME, "r+b") as f:
-                f.truncate(chain.committed_bytes)
-                f.flush()
-                os.fsync(f.fileno())
-        for path in folder.iterdir():
-            match = STEP_IMAGE_PATTERN.match(path.name)
-            if is_temp_name(path.name) or (match and int(match.group(1)) > chain.last_step):
-                log.info("removing %s left by an interrupted step", path.name)
-                path.unlink()
-        return cls(folder, painter_of(chain.header))
+        lock = lock_chain(folder)
+        try:
+            check_unchanged(chain)
+            if chain.version_on_disk < SCHEMA_VERSION:
+                _upgrade(chain)
+            else:
+                with open(folder / LOG_NAME, "r+b") as f:
+                    f.truncate(chain.committed_bytes)
+                    f.flush()
+                    os.fsync(f.fileno())
+            for path in folder.iterdir():
+                match = STEP_IMAGE_PATTERN.match(path.name)
+                if is_temp_name(path.name) or (match and int(match.group(1)) > chain.last_step):
+                    log.info("removing %s left by an interrupted step", path.name)
+                    path.unlink()
+            return cls(folder, painter_of(chain.header))
+        finally:
+            lock.release()
 
     def commit(self, record: dict, image: Image.Image) -> dict:
         """Make one step durable: image first, then its log line. Returns the record with the image's hash."""
@@ -101,4 +142,7 @@ class ChainWriter:
         return record
 
     def close(self) -> None:
-        self._log.close()
+        try:
+            self._log.close()
+        finally:
+            self._lock.release()
