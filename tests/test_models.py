@@ -96,3 +96,16 @@ def test_device_plan_on_cpu():
     plan = pick_device("cpu")
     assert plan.device == "cpu" and plan.dtype == torch.float32
     assert pick_device("cuda", half="bf16").dtype == torch.bfloat16
+
+
+def test_asking_for_quiet_imports_no_model_library():
+    """`quiet_libraries()` comes before a load (loop, render, inspect); it must not cost the seconds of importing
+    diffusers before the loader has found out that the model cannot be had (offline, not cached)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from zoetrope.stages.models import quiet_libraries; quiet_libraries(); "
+            "print(sorted(m for m in ('diffusers', 'transformers') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stderr
+

@@ -12,8 +12,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from zoetrope.base.errors import UserError
@@ -27,6 +28,31 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_file(path: Path) -> str:
     return sha256_bytes(Path(path).read_bytes())
+
+
+def sha256_file_remembered(path: Path, book: Path) -> str:
+    """SHA-256 of a (large) file, remembered in the JSON file `book` while the file's size and mtime hold
+    (hashing a few GB of weights takes seconds). A book that cannot be read or written only costs the hash."""
+    import json
+
+    path = Path(path).resolve()
+    st = path.stat()
+    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
+    try:
+        known = json.loads(Path(book).read_text())
+    except (OSError, ValueError):
+        known = {}
+    if known.get(key, {}).get("stamp") == stamp:
+        return known[key]["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    known[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
+    with contextlib.suppress(OSError):  # a read-only cache only costs the hash again next time
+        Path(book).parent.mkdir(parents=True, exist_ok=True)
+        write_durable(Path(book), json.dumps(known, indent=1).encode(), sync=False)
+    return known[key]["sha256"]
 
 
 def is_temp_name(name: str) -> bool:
@@ -119,6 +145,71 @@ def check_writable(path: Path, folder: bool = False) -> None:
         reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() == 0:
             reason = "not permitted: an immutable or special folder"
+        elif exc.errno == errno.ENOENT:  # the folder exists but takes no new files (/proc, /sys)
+            reason = f"{existing} is a special file system that takes no new files"
         raise UserError(f"{path}: cannot write here ({reason})") from None
     os.close(fd)
     probe.unlink(missing_ok=True)
+
+
+_TEMP_FORMS = (re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{16}\.tmp$"),
+               re.compile(r"^\.(?P<stem>.+)\.partial-(?P<pid>\d+)-[0-9a-f]{16}(?P<suffix>\.\w+)?$"))
+
+
+def temp_owner(name: str) -> tuple[int, str] | None:
+    """For one of our temp names (`.f.png.<pid>-<hex>.tmp`, `.f.partial-<pid>-<hex>.mp4`): the id of the
+    process that wrote it and the name it was meant to get (`f.png`, `f.mp4`); None for any other name."""
+    for form in _TEMP_FORMS:
+        match = form.match(name)
+        if match:
+            parts = match.groupdict()
+            final = parts.get("name") or parts["stem"] + (parts.get("suffix") or "")
+            return int(parts["pid"]), final
+    return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_temps(folder: Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temp files that killed writers left in `folder` (only those meant for `names`, when given):
+    those whose process is no longer running on this machine. A live writer's temp (another render into a
+    shared cache) is never touched. Returns what was removed; a folder that does not exist, or a temp that
+    vanished meanwhile, is not an error."""
+    wanted = None if names is None else set(names)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        owner = temp_owner(entry.name)
+        if owner is None or (wanted is not None and owner[1] not in wanted):
+            continue
+        if owner[0] == os.getpid() or _running(owner[0]):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `folder` itself, for a read-modify-write of a small file in
+    it that several processes share (no lock file is left behind; the kernel drops the lock if we die)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 from zoetrope.base.errors import ModelLoadError, UserError
-from zoetrope.base.files import atomic_path
+from zoetrope.base.files import atomic_path, check_writable
 from zoetrope.curate.replay import logged_model
 from zoetrope.loop.chainlog import ChainLog
 
@@ -58,12 +58,16 @@ def choose_measures(chain: ChainLog, models: dict, device: str | None, text_mode
     painter_error: str | None = None
     painter = None
 
+    # Only what was asked for by name may come from the network; a fallback is taken from this machine or not
+    # at all, so an offline machine never waits on the Hub (the notes say what was used instead, and why).
+    painter_named = text_model == "painter" or image_similarity == "vae"
+
     def get_painter():
         nonlocal painter, painter_error
         if painter is None and painter_error is None:
             spec, revision = logged_model(chain, "painter", models)
             try:
-                painter = load_painter(spec, plan, revision)
+                painter = load_painter(spec, plan, revision, local_only=not painter_named)
             except UserError as exc:
                 painter_error = str(exc)
         return painter
@@ -77,8 +81,8 @@ def choose_measures(chain: ChainLog, models: dict, device: str | None, text_mode
         caption = similarity.painter_text_embedder(painter)
     else:
         spec = text_model or TEXT_EMBEDDER
-        try:
-            model, tokenizer = load_text_embedder(spec, plan)
+        try:  # the default: the `similarity` extra's copy, or the Hugging Face cache; never a download
+            model, tokenizer = load_text_embedder(spec, plan, local_only=text_model is None)
             caption = similarity.sentence_embedder(model, tokenizer, spec)
         except ModelLoadError as exc:
             if text_model is not None:  # the user named this model: not finding it is their error to fix
@@ -317,6 +321,7 @@ def write_report(chain: ChainLog, out: Path, models: dict | None = None, device:
         raise UserError(f"--out must name an .html file but is {out}")
     if out.resolve().parent == chain.folder.resolve():
         raise UserError(f"--out {out}: write the report outside the chain folder (the chain is read-only here)")
+    check_writable(out)  # before any model loads
     caption_measure, image_measure, notes = choose_measures(chain, models or {}, device, text_model, image_similarity)
     start, images = load_step_images(chain)
     d = drift(chain, caption_measure, image_measure, start, images)

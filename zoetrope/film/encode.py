@@ -8,15 +8,20 @@ is written under a temp name and renamed on success, so a failed render never le
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import subprocess
+import tempfile
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from zoetrope.base.errors import UserError
 from zoetrope.base.files import replace_durable, temp_name, write_durable
 
 log = logging.getLogger(__name__)
@@ -33,12 +38,29 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+class FilmEncodeError(UserError):
+    """ffmpeg could not write the film: one line naming the film and ffmpeg's own reason (a full disk, a folder
+    that vanished), never a Broken pipe traceback."""
+
+
+def ffmpeg_reason(stderr: str, tmp: Path | None = None, path: Path | None = None) -> str:
+    """ffmpeg's last word: the last line of its stderr that says something, without the `[out#0/mp4 @ 0x..]`
+    prefix, and with the temp name it wrote to shown as the film's own path."""
+    lines = [re.sub(r"^(\[[^]]*\]\s*)+", "", line).strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Last message repeated")]
+    reason = lines[-1] if lines else "no message"
+    if tmp is not None and path is not None:
+        reason = reason.replace(str(tmp), str(path))
+    return reason[:300]
+
+
 class FrameWriter:
     """Stream RGB frames into one ffmpeg process; use as a context manager.
 
     `with FrameWriter(path, 24, (w, h), audio=song) as film: film.write(image)`. On a clean exit the
     film (with the audio muxed in and cut to the picture's length) is renamed into place; on an exception,
-    or when no frame was written, the temp file is removed and nothing appears at `path`.
+    or when no frame was written, the temp file is removed and nothing appears at `path`. When ffmpeg fails
+    (at any frame or when it finishes the file) a FilmEncodeError names `path` and ffmpeg's reason.
     """
 
     def __init__(self, path: Path, fps: int | float, size: tuple[int, int], *, audio: Path | None = None,
@@ -59,44 +81,81 @@ class FrameWriter:
         self.crf = crf
         self.frames_written = 0
         self._tmp = temp_name(self.path, keep_suffix=True)  # ffmpeg picks the container by suffix
-        self._gen = None
+        self._proc: subprocess.Popen | None = None
+        self._stderr = None
 
     # ------------------------------------------------------------------------------------- lifecycle
 
-    def __enter__(self) -> FrameWriter:
-        import imageio_ffmpeg
+    def command(self) -> list[str]:
+        """rawvideo RGB on stdin -> H.264 yuv420p, +faststart (the arguments imageio-ffmpeg's writer uses)."""
+        rate = str(Fraction(self.fps).limit_denominator())
+        return [
+            ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{self.size[0]}x{self.size[1]}",
+            "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+            "-v", "error", "-crf", str(self.crf), "-movflags", "+faststart", str(self._tmp),
+        ]
 
+    def __enter__(self) -> FrameWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), self.size, fps=self.fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=None, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(self.crf), "-movflags", "+faststart"],
-        )
-        self._gen.send(None)  # start ffmpeg
+        self._stderr = tempfile.TemporaryFile()  # not a pipe: ffmpeg can never block on a full one
+        try:  # its own session: a Ctrl-C reaches us, and we finish or remove the file ourselves
+            self._proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=self._stderr, start_new_session=True)
+        except OSError as exc:
+            self._stderr.close()
+            raise FilmEncodeError(f"{self.path}: cannot start ffmpeg ({exc.strerror or exc})") from None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self._close_pipe()
+            self._finish(failed=exc_type is not None)
             if exc_type is None:
                 if self.frames_written == 0:
                     raise ValueError(f"{self.path}: no frames were written")
                 if self.audio is not None:
                     self._mux_audio()
-                replace_durable(self._tmp, self.path)
+                try:
+                    replace_durable(self._tmp, self.path)
+                except OSError as err:
+                    raise FilmEncodeError(f"{self.path}: cannot write the film ({err.strerror or err})") from None
         finally:
             self._tmp.unlink(missing_ok=True)
 
-    def _close_pipe(self) -> None:
-        gen, self._gen = self._gen, None
-        if gen is not None:
-            gen.close()  # waits for ffmpeg; raises if it failed
+    def _finish(self, failed: bool) -> None:
+        """Close ffmpeg's input and wait for it; unless we are already failing, its failure is raised."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            with contextlib.suppress(OSError):  # a broken pipe: ffmpeg has already stopped, and says why below
+                proc.stdin.close()
+            if failed:  # the film is abandoned: do not wait for ffmpeg to finish it
+                proc.kill()
+            code = proc.wait()
+            if code != 0 and not failed:
+                raise FilmEncodeError(f"{self.path}: ffmpeg could not write the film ({self._reason()})")
+        finally:
+            self._stderr.close()
+
+    def _reason(self) -> str:
+        self._stderr.seek(0)
+        return ffmpeg_reason(self._stderr.read().decode("utf-8", "replace"), self._tmp, self.path)
+
+    def _fail(self) -> None:
+        """ffmpeg stopped reading: wait for it and raise its reason (the film is then removed by __exit__)."""
+        proc, self._proc = self._proc, None
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        proc.wait()
+        reason = self._reason()
+        self._stderr.close()
+        raise FilmEncodeError(f"{self.path}: ffmpeg could not write the film ({reason})")
 
     # ----------------------------------------------------------------------------------------- frames
 
     def write(self, frame: Image.Image | np.ndarray) -> None:
         """Append one frame (a PIL image or an HxWx3 uint8 array) of exactly the film's size."""
-        if self._gen is None:
+        if self._proc is None:
             raise RuntimeError("FrameWriter.write called outside its `with` block")
         if isinstance(frame, Image.Image):
             array = np.asarray(frame.convert("RGB"))
@@ -106,7 +165,10 @@ class FrameWriter:
                 raise ValueError(f"frame must be an HxWx3 uint8 array but is {array.dtype} {array.shape}.")
         if (array.shape[1], array.shape[0]) != self.size:
             raise ValueError(f"frame is {array.shape[1]}x{array.shape[0]} but the film is {self.size[0]}x{self.size[1]}.")
-        self._gen.send(np.ascontiguousarray(array).tobytes())
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(array).tobytes())
+        except OSError:  # BrokenPipeError and the like: ffmpeg has stopped, and its stderr says why
+            self._fail()
         self.frames_written += 1
 
     def _mux_audio(self) -> None:
@@ -121,7 +183,8 @@ class FrameWriter:
         try:
             run = subprocess.run(cmd, capture_output=True, text=True)
             if run.returncode != 0:
-                raise RuntimeError(f"ffmpeg could not mux {self.audio}: {run.stderr.strip().splitlines()[-1:]}")
+                raise FilmEncodeError(f"{self.path}: ffmpeg could not mux {self.audio} "
+                                      f"({ffmpeg_reason(run.stderr, muxed, self.path)})")
             os.replace(muxed, self._tmp)
         finally:
             muxed.unlink(missing_ok=True)
@@ -139,14 +202,18 @@ def srt_time(seconds: float) -> str:
 
 
 def write_srt(cues: list[tuple[float, float, str]], path: Path) -> None:
-    """SubRip sidecar: one numbered cue per (start_s, end_s, text); written to a temp name, then renamed."""
+    """SubRip sidecar: one numbered cue per (start_s, end_s, text); written to a temp name, then renamed (a
+    failing write is a UserError naming the file)."""
     blocks = []
     for i, (start, end, text) in enumerate(cues, 1):
         if end < start:
             raise ValueError(f"cue {i} ends ({end}) before it starts ({start}).")
         body = "\n".join(line for line in str(text).strip().splitlines() if line.strip()) or " "
         blocks.append(f"{i}\n{srt_time(start)} --> {srt_time(end)}\n{body}\n")
-    write_durable(Path(path), "\n".join(blocks).encode("utf-8"))
+    try:
+        write_durable(Path(path), "\n".join(blocks).encode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the subtitles ({exc.strerror or exc})") from None
 
 
 # ---------------------------------------------------------------------------------- titles and cards
@@ -210,8 +277,6 @@ def intertitle_card(size: tuple[int, int], text: str) -> Image.Image:
 
 def probe(path: Path) -> dict:
     """What the bundled ffmpeg says about a film: codec, pixel format, fps, size and the decoded frame count."""
-    import re
-
     import imageio_ffmpeg
 
     run = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)

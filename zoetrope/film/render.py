@@ -3,7 +3,9 @@
 `render_film(request)` reads as numbered steps, as a diffusers pipeline's `__call__` does. It names the
 painter of each scene before anything loads, so no model is chosen silently. Nothing here prints, parses argv
 or exits: lines for humans go to `on_line`, progress to `progress` (the CLI passes tqdm bars), the result is
-data. The film is written under a temp name and renamed, so a failed render leaves nothing at its path.
+data. Every output path (the film, its .srt, the frame folders) is probed before the painter loads, so a path
+that cannot be written costs seconds, not a render. The film is written under a temp name and renamed, so a
+failed render leaves nothing at its path; what a killed render left (temp names of dead processes) is swept.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from zoetrope.base.errors import UserError
+from zoetrope.film.timeline import Shot, scene_cues, scene_shots
 from zoetrope.settings.scene import Film
 
 PREVIEW_STRIDE = 4  # a preview keeps every 4th frame (a quarter) and plays them at fps / 4: same duration
@@ -185,6 +188,24 @@ def read_inputs(request: RenderRequest) -> FilmInputs:
     return FilmInputs(film, out, painter, notes)
 
 
+def frame_folders(film: Film, cache_root: Path) -> list[Path]:
+    """Where each scene's frames are cached: CACHE_ROOT/<scene>/frames."""
+    return [cache_root / name / "frames" for name, _ in film.scenes]
+
+
+def check_outputs(inputs: FilmInputs, cache_root: Path) -> None:
+    """Every path the render will write, checked for real (a probe file, removed) before any model loads: the
+    film, its .srt sidecar and each scene's frame folder. A UserError `PATH: cannot write here (why)`."""
+    from zoetrope.base.files import check_writable
+
+    srt = inputs.out.with_suffix(".srt")
+    check_writable(inputs.out)
+    if srt.is_dir():
+        raise UserError(f"{srt}: cannot write here (it is a folder; the film's .srt sidecar goes there)")
+    for folder in frame_folders(inputs.film, cache_root):
+        check_writable(folder, folder=True)
+
+
 def painter_lines(inputs: FilmInputs) -> list[str]:
     """`scene NAME: painter ID (revision REV)` per scene, saying where the choice came from when it is not
     the scene's own `model` (the schema's default, --models, the chain log). The id and revision are those
@@ -200,50 +221,6 @@ def painter_lines(inputs: FilmInputs) -> list[str]:
             why = ", the default: the scene names no model (set `model:` or --models)"
         lines.append(f"scene {name}: painter {ref.id} (revision {ref.revision or 'none'}){why}")
     return lines
-
-
-# --------------------------------------------------------------------------------------------- timeline
-
-
-@dataclass
-class Shot:
-    """One film frame: which cached frame, and what is drawn over it at encode time."""
-
-    path: Path
-    card: str | None = None
-    subtitle: str | None = None
-
-
-def scene_shots(plan, cache: Path, burn: bool) -> list[Shot]:
-    """Every film frame of a scene; an intertitle card fills the first half of its keyframe's hold."""
-    script = plan.script
-    paths = plan.frame_paths(cache)
-    shots = [Shot(p) for p in paths]
-    starts = plan.keyframe_start + [len(paths)]
-    for i, keyframe in enumerate(script.keyframes):
-        lo, hi = starts[i], starts[i + 1]
-        if keyframe.intertitle:
-            hold_frames = sum(1 for j in plan.sequence[lo:hi] if j == plan.keyframe_jobs[i])
-            for shot in shots[lo:lo + (hold_frames + 1) // 2]:
-                shot.card = keyframe.intertitle
-        if burn and keyframe.subtitle:
-            for shot in shots[lo:hi]:
-                shot.subtitle = keyframe.subtitle
-    return shots
-
-
-def scene_cues(script, offset_s: float) -> list[tuple[float, float, str]]:
-    """One .srt cue per keyframe: its subtitle (or prompt) from its hold's start to the next keyframe's."""
-    from zoetrope.settings.timing import frame_count
-
-    cues, frame = [], 0
-    for i, keyframe in enumerate(script.keyframes):
-        length = frame_count(keyframe.hold, script.fps) + frame_count(script.transition_of(i), script.fps)
-        if length:
-            text = keyframe.subtitle or keyframe.intertitle or keyframe.prompt
-            cues.append((offset_s + frame / script.fps, offset_s + (frame + length) / script.fps, text))
-        frame += length
-    return cues
 
 
 @dataclass
@@ -326,8 +303,9 @@ def render_and_encode(painter, layout: FilmLayout, out: Path, audio: Path | None
     def encode() -> None:
         try:
             encode_shots(layout.shots, out, layout.fps, layout.size, audio, feed, encode_bar)
-        except BaseException as exc:  # re-raised on the main thread once the walk has stopped
+        except BaseException as exc:  # re-raised on the main thread; the walk stops at its next batch
             failures.append(exc)
+            feed.consumer_failed(exc)
 
     encoder = threading.Thread(target=encode, name="film-encoder")
     encoder.start()
@@ -365,9 +343,10 @@ class RenderResult:
 def render_film(request: RenderRequest, on_line: Callable[[str], None] = lambda line: None,
                 progress: Callable[[str, int], Progress] = no_progress) -> RenderResult:
     """Render `request` to a film and its .srt; lines for humans go to `on_line`, the painter's first."""
-    # 1. Check and read every input before loading a model or writing a file
+    # 1. Check and read every input, and check every output path, before loading a model or writing a file
     check_request(request)
     inputs = read_inputs(request)
+    check_outputs(inputs, request.cache_root)
 
     # 2. Say which painter paints each scene, and why, before it loads
     for line in painter_lines(inputs):
@@ -376,6 +355,7 @@ def render_film(request: RenderRequest, on_line: Callable[[str], None] = lambda 
         on_line(f"note: {note}")
 
     # 3. Load the painter and lay out every scene
+    from zoetrope.base.files import sweep_temps
     from zoetrope.film.encode import write_srt
     from zoetrope.film.walk import painter_identity
     from zoetrope.settings.params import SpeedOptions
@@ -390,8 +370,9 @@ def render_film(request: RenderRequest, on_line: Callable[[str], None] = lambda 
     on_line(f"painter calls of {', '.join(str(n) for n in sorted({p.rows for p, _ in layout.plans}))} rows")
 
     # 4. Render what the cache lacks while a second thread encodes the film as its frames appear, in order
+    srt = inputs.out.with_suffix(".srt")
+    sweep_temps(inputs.out.parent, (inputs.out.name, srt.name))  # a killed render's half film, not a live one's
     cached, rendered = render_and_encode(painter, layout, inputs.out, inputs.film.audio, request.batch_size,
                                          on_line, progress)
-    srt = inputs.out.with_suffix(".srt")
     write_srt(layout.cues, srt)
     return RenderResult(inputs.out, srt, len(layout.shots), layout.fps, layout.size, cached, rendered)

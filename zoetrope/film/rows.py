@@ -6,7 +6,8 @@ the peak memory of a 1-row and a 2-row call gives a fixed cost and a cost per ro
 largest power of two (at most MAX_ROWS) that fits in 80% of the free memory. Elsewhere it is walk.ROWS:
 a CPU's RAM is not what limits its batch, and 8 rows already amortise the per-call overhead
 (bench/walk.py). Free memory changes from run to run, so the first choice is written beside the frame
-cache and reused: a rerun finds its frames under the same keys.
+cache and reused: a rerun finds its frames under the same keys. Renders that share a cache take the choice
+under a lock on the folder, so two of them started together measure once and paint the same keys.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from zoetrope.base.errors import UserError
-from zoetrope.base.files import write_durable
+from zoetrope.base.files import folder_lock, write_durable
 
 MAX_ROWS = 64
 MEMORY_SHARE = 0.8  # of the free memory; the rest absorbs allocator fragmentation and the caller's tensors
@@ -61,12 +62,23 @@ def call_rows(cache: Path, identity: dict, params, measure) -> int:
     key = hashlib.sha256(json.dumps({**identity, "width": params.width, "height": params.height,
                                      "cfg": params.guidance > 1.0}, sort_keys=True).encode()).hexdigest()[:16]
     path = cache / CHOICES_NAME
+    choices = read_choices(path)
+    if key in choices:
+        return int(choices[key])
+    cache.mkdir(parents=True, exist_ok=True)
+    with folder_lock(cache):  # two renders sharing the cache measure once and agree (their keys must match)
+        choices = read_choices(path)  # what another render recorded while we waited
+        if key not in choices:
+            choices[key] = measure()
+            try:
+                write_durable(path, (json.dumps(choices, indent=1, sort_keys=True) + "\n").encode())
+            except OSError as exc:
+                raise UserError(f"{path}: cannot write the call width ({exc.strerror or exc})") from None
+    return int(choices[key])
+
+
+def read_choices(path: Path) -> dict:
     try:
-        choices = json.loads(path.read_text()) if path.is_file() else {}
+        return json.loads(path.read_text()) if path.is_file() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); delete it and the call width is measured again") from None
-    if key not in choices:
-        choices[key] = measure()
-        cache.mkdir(parents=True, exist_ok=True)
-        write_durable(path, (json.dumps(choices, indent=1, sort_keys=True) + "\n").encode())
-    return int(choices[key])

