@@ -84,15 +84,21 @@ def read_header(folder: Path | str) -> dict:
     return _checked_header(_record(line, path, 1), path)
 
 
-def read_chain(folder: Path | str) -> ChainLog:
-    """Read a chain folder. A torn last line (an interrupted write) is dropped with a warning; a garbled
-    line before it is an error naming the line."""
-    folder = Path(folder)
+def log_path(folder: Path) -> Path:
+    """`folder`'s chain.jsonl, or a ChainLogError saying why the folder is not a chain."""
     path = folder / LOG_NAME
     if not folder.is_dir():
         raise ChainLogError(f"{folder}: no such chain folder")
     if not path.is_file():
         raise ChainLogError(f"{folder}: not a chain folder (no {LOG_NAME})")
+    return path
+
+
+def read_chain(folder: Path | str) -> ChainLog:
+    """Read a chain folder. A torn last line (an interrupted write) is dropped with a warning; a garbled
+    line before it is an error naming the line."""
+    folder = Path(folder)
+    path = log_path(folder)
     with open(path, "rb") as f:
         stamp = file_stamp(os.fstat(f.fileno()))
         data = f.read()

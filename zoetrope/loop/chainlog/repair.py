@@ -29,6 +29,7 @@ from pathlib import Path
 
 from zoetrope.base.files import fsync_dir, sha256_file, write_durable
 from zoetrope.loop.chainlog.lock import ChainBusy, lock_chain
+from zoetrope.loop.chainlog.reader import log_path
 from zoetrope.loop.chainlog.records import (
     LOG_NAME,
     START_IMAGE,
@@ -203,11 +204,7 @@ def repair_chain(folder: Path | str, now: dt.datetime | None = None) -> RepairRe
     """Keep the longest consistent history of the chain in `folder` (see the module docstring). Refuses
     (ChainLogError) while another process writes the chain, and for a log whose header is unreadable."""
     folder = Path(folder)
-    path = folder / LOG_NAME
-    if not folder.is_dir():
-        raise ChainLogError(f"{folder}: no such chain folder")
-    if not path.is_file():
-        raise ChainLogError(f"{folder}: not a chain folder (no {LOG_NAME})")
+    path = log_path(folder)
     try:
         lock = lock_chain(folder)
     except ChainBusy as exc:
