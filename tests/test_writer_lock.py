@@ -253,3 +253,18 @@ def test_k_chains_each_lock_their_own_folder(tmp_path, small):
     for k in (1, 2):
         assert writer_pid(out / f"chain-{k}") is None and not (out / f"chain-{k}" / LOCK_NAME).exists()
         read_chain(out / f"chain-{k}")
+
+
+def test_an_unwritable_chain_folder_is_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    from zoetrope.cli.main import main
+    from zoetrope.stages import models
+
+    monkeypatch.setattr(models, "load_painter", lambda *a, **k: pytest.fail("a model was loaded"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out, reason in ((blocker / "chain", "is a file, not a folder"),
+                        (Path("/proc/zoetrope-chain"), "special file system")):
+        assert main(["loop", "loops/counterfeits.yaml", "--models", "tiny", "--steps", "1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {out}: cannot write here (") and reason in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

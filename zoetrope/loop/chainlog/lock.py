@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoetrope.base.files import check_writable
 from zoetrope.loop.chainlog.records import ChainLogError
 
 LOCK_NAME = ".writer.lock"
@@ -194,6 +195,7 @@ def lock_chain(folder: Path | str, create: bool = False) -> WriterLock:
             return WriterLock(folder, key)
         created: list[Path] = []
         if create:
+            check_writable(folder, folder=True)  # `PATH: cannot write here (reason)`, as for every output
             try:
                 created = _make_folder(folder)
             except OSError as exc:
