@@ -65,6 +65,8 @@ class RenderRequest:
     painter: str | None = None  # overrides every scene's `model` (the CLI's --models)
     device: str | None = None
     speed: dict = field(default_factory=dict)  # a partial `speed` section: attention, channels_last, compile, vae
+    ray: str | None = None  # local:N | auto | ray://host:port: paint the walk's frames on Ray actors
+    models: dict = field(default_factory=dict)  # --models overrides of other roles: {"ltx": ..., "animatediff": ...}
 
 
 def check_request(request: RenderRequest) -> None:

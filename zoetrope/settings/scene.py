@@ -4,8 +4,14 @@ A file is either one scene script (top-level `keyframes`) or a film file (top-le
 script with a `name`) whose scenes are concatenated into one film. Every mistake is one line naming the
 file, line, and field path, e.g. `scenes/x.yaml:14: keyframes[2].hold: Input should be greater than 0`.
 
-Durations: `hold` and `transition` must be > 0 (a zero is almost always a typo; write a short duration if a
-cut is wanted). A duration under half a frame rounds to 0 frames under the frame-count rule (docs/films.md).
+Durations: `hold` and `transition` must be > 0 (a zero is almost always a typo); a cut is written
+`transition: cut` (0 frames). A duration under half a frame rounds to 0 frames under the frame-count rule
+(docs/films.md).
+
+Engines: `engine:` (top level, default `walk`) names what renders a scene's segments (a segment is a keyframe's
+hold and its transition to the next); a keyframe's own `engine:` overrides it for the segment that starts at it.
+The engines' own limits (LTX: sizes that are multiples of 32) are checked here too, so no model loads for a
+script that cannot render.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from zoetrope.settings.timing import EASINGS, frame_count
 SCHEMA_VERSION = 1
 ANCESTRAL = {"euler_a"}  # add fresh noise every step: a walk through them flickers
 Easing = Literal["linear", "ease-in", "ease-out", "ease-in-out", "smoothstep"]
+Engine = Literal["walk", "ltx", "animatediff"]
+ENGINE_SIZE_MULTIPLE = {"walk": 8, "ltx": 32, "animatediff": 8}  # VAE downsampling; LTX's VAE x its patching
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels; a multiple of 8 (VAE downsampling)")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="names the frame-cache folder")]
 assert set(EASINGS) == set(Easing.__args__)  # one list of curves
@@ -49,16 +58,53 @@ def _check_audio(value: str | None, info: ValidationInfo) -> str | None:
     return str(path)
 
 
+def _check_image(value: str | None, info: ValidationInfo) -> str | None:
+    """A keyframe's `image:` must be a readable picture now (relative to the script's folder), not at render time."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base", "."))
+    path = Path(value) if Path(value).is_absolute() else base / value
+    if not path.is_file():
+        raise ValueError(f"image file not found: {path}")
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # Pillow's reasons vary by format; the line names the file either way
+        raise ValueError(f"not a readable image: {path} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+    return str(path)
+
+
 class Keyframe(BaseModel):
     model_config = Strict
     prompt: str = Field(min_length=1)
     negative_prompt: str | None = Field(None, description="default: the scene's negative_prompt")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="default: the scene's seed + this keyframe's index")
     hold: float = Field(1.0, gt=0, le=3600, description="seconds on this keyframe")
-    transition: float | None = Field(None, gt=0, le=3600, description="seconds to the next keyframe (default: scene's)")
+    transition: float | str | None = Field(
+        None, description="seconds to the next keyframe (0 < s <= 3600), or `cut` (0 frames); default: the scene's")
     easing: Easing | None = Field(None, description="default: the scene's easing")
     subtitle: str | None = Field(None, min_length=1, description="shown from this keyframe to the next; .srt text")
     intertitle: str | None = Field(None, min_length=1, description="a title card for the first half of the hold")
+    engine: Engine | None = Field(None, description="renders the segment starting here (default: the scene's)")
+    image: str | None = Field(None, description="a picture this keyframe is (ltx conditions its clips on it)")
+    source: str | None = Field(None, description="where this keyframe came from (e.g. a screenplay line); "
+                                                "recorded in the film's sidecar")
+
+    @field_validator("transition")
+    @classmethod
+    def _seconds_or_cut(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, str) and value != "cut":
+            raise ValueError("expected seconds or `cut`")
+        if isinstance(value, float | int) and not 0 < value <= 3600:
+            raise ValueError("Input should be greater than 0 and at most 3600 (write `cut` for 0 frames)")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _check_image(value, info)
 
 
 class SceneScript(BaseModel):
@@ -80,6 +126,12 @@ class SceneScript(BaseModel):
     easing: Easing = "ease-in-out"
     burn_subtitles: bool = Field(False, description="draw subtitles on the frames (the .srt is always written)")
     audio: str | None = Field(None, description="audio file, relative to the script; cut to the picture")
+    engine: Engine = Field("walk", description="walk (latent walk of the painter), ltx or animatediff")
+    ltx_model: str = Field("ltx-video", description="the ltx engine's model: preset, folder or Hub id (--models ltx=)")
+    motion_adapter: str = Field("animatediff-v1-5-3", description="the animatediff engine's motion adapter, over "
+                                "`model` (an SD 1.5-family painter); --models animatediff=")
+    vae_tiling: bool = Field(False, description="video engines: decode in tiles (less memory; may change pixels)")
+    cpu_offload: bool = Field(False, description="video engines on CUDA: keep idle submodels in RAM")
     keyframes: list[Keyframe] = Field(min_length=1)
 
     @field_validator("scheduler")
@@ -111,6 +163,18 @@ class SceneScript(BaseModel):
             raise ValueError(f"the script is 0 frames long at {self.fps} fps")
         return self
 
+    @model_validator(mode="after")
+    def _engine_sizes(self):
+        """Each engine's size rule, named at the field (a size the engine cannot take loads no model)."""
+        for engine in self.engines():
+            multiple = ENGINE_SIZE_MULTIPLE[engine]
+            for field in ("width", "height"):
+                value = getattr(self, field)
+                if value % multiple:
+                    raise _field_error((field,), f"the {engine} engine needs a multiple of {multiple} (got {value})",
+                                       value)
+        return self
+
     # ------------------------------------------------------------------------------------ resolved
 
     def transition_of(self, i: int) -> float:
@@ -118,7 +182,15 @@ class SceneScript(BaseModel):
         if i == len(self.keyframes) - 1:
             return 0.0
         t = self.keyframes[i].transition
-        return self.transition if t is None else t
+        return self.transition if t is None else 0.0 if t == "cut" else t
+
+    def engine_of(self, i: int) -> str:
+        """The engine of the segment that starts at keyframe i (its hold and its transition to i + 1)."""
+        return self.keyframes[i].engine or self.engine
+
+    def engines(self) -> list[str]:
+        """The engines this scene uses, in order of first use."""
+        return list(dict.fromkeys(self.engine_of(i) for i in range(len(self.keyframes))))
 
     def easing_of(self, i: int) -> str:
         return self.keyframes[i].easing or self.easing

@@ -29,6 +29,11 @@ def resolve(role: Role, spec: str, revision: str | None = None) -> ModelRef:
     """Turn a user's model name into a ModelRef, or raise a UserError naming what was expected."""
     spec = spec.strip()
     if spec == TINY:
+        if role in ("ltx", "motion", "upscaler"):  # each family builds its own tiny folder (the SD one stays as is)
+            from zoetrope.stages.tiny_video import ensure_tiny_video
+
+            folder, version = ensure_tiny_video(role)
+            return ModelRef(role, TINY, str(folder), version)
         from zoetrope.stages.tiny import ensure_tiny
 
         return ModelRef(role, TINY, str(ensure_tiny(role)), f"tiny-v{TINY_BUILD_VERSION}")
@@ -36,7 +41,7 @@ def resolve(role: Role, spec: str, revision: str | None = None) -> ModelRef:
         preset = PRESETS[spec]
         if preset.role != role:
             raise UserError(f"model '{spec}' is a {preset.role} preset, but a {role} was asked for")
-        return ModelRef(role, preset.repo_id, preset.repo_id, revision)
+        return ModelRef(role, preset.repo_id, preset.repo_id, revision or preset.revision)
     folder = Path(spec).expanduser()
     if folder.is_dir():
         return ModelRef(role, str(folder.resolve()), str(folder.resolve()), revision)

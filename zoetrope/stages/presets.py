@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Role = Literal["painter", "captioner", "decoder"]
+Role = Literal["painter", "captioner", "decoder", "ltx", "motion", "upscaler"]  # motion: an AnimateDiff adapter
 
 
 TINY = "tiny"
 
 
 TINY_BUILD_VERSION = "1"  # bump when the tiny builder changes: it names the cache folder
+# Pinned Hub commits of the video presets (set by stages/ltx.py's and stages/animatediff.py's owners).
+LTX_REVISION: str | None = None
+ANIMATEDIFF_REVISION: str | None = None
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Preset:
     role: Role
     repo_id: str
     note: str
+    revision: str | None = None  # pinned Hub commit: the exact weights a film's cache keys and sidecar name
 
 
 PRESETS: dict[str, Preset] = {
@@ -36,6 +40,14 @@ PRESETS: dict[str, Preset] = {
         Preset("blip-large", "captioner", "Salesforce/blip-image-captioning-large", "BLIP large captioner"),
         Preset("taesd", "decoder", "madebyollin/taesd", "tiny SD 1/2 decoder for previews and fast films (--vae taesd)"),
         Preset("taesdxl", "decoder", "madebyollin/taesdxl", "tiny SDXL decoder (--vae taesd with an SDXL painter)"),
+        Preset("ltx-video", "ltx", "Lightricks/LTX-Video", "LTX-Video 0.9: text/image-to-video, 8k+1 frames, sizes /32",
+               LTX_REVISION),
+        Preset("sd-x2-latent-upscaler", "upscaler", "stabilityai/sd-x2-latent-upscaler",
+               "x2 latent upscaler (StableDiffusionLatentUpscalePipeline)"),
+        Preset("sd-x4-upscaler", "upscaler", "stabilityai/stable-diffusion-x4-upscaler",
+               "x4 upscaler (StableDiffusionUpscalePipeline)"),
+        Preset("animatediff-v1-5-3", "motion", "guoyww/animatediff-motion-adapter-v1-5-3",
+               "AnimateDiff motion adapter for SD 1.5-family painters", ANIMATEDIFF_REVISION),
     )
 }
 

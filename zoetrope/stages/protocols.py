@@ -18,6 +18,7 @@ ask `isinstance(x, PainterLike)`; that checks that the members exist, not their 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -88,3 +89,67 @@ class WalkPainterLike(PainterLike, Protocol):
         negative_prompts: list[str] | None = None,
         init_images: list[Image.Image] | None = None,
     ) -> list[Image.Image]: ...
+
+
+# ------------------------------------------------------------------------------------------ video clips
+
+
+@dataclass(frozen=True)
+class ClipCondition:
+    """Frames the clip must pass through: `images` (one still, or several consecutive frames such as the
+    previous chunk's tail) placed from clip frame `frame` on, held with `strength` (1.0: exactly)."""
+
+    frame: int
+    images: tuple[Image.Image, ...]
+    strength: float = 1.0
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    """One call of a video model. `prompts` maps a clip frame to the prompt from that frame on ({0: p} for one
+    prompt; more entries travel from prompt to prompt where the engine can). `frames` must be a count the
+    engine takes (`ClipPainterLike.call_frames` of the frames wanted); the film engine trims the surplus."""
+
+    prompts: dict[int, str]
+    negative_prompt: str
+    seed: int
+    frames: int
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    fps: int
+    conditions: tuple[ClipCondition, ...] = ()
+
+
+@runtime_checkable
+class ClipPainterLike(Protocol):
+    """A video model behind one call: the film's ltx and animatediff engines use nothing else of it."""
+
+    @property
+    def ref(self) -> ModelRef: ...
+
+    @property
+    def identity(self) -> dict:
+        """Everything about the loaded model that changes a frame: model refs (as_log) of every component,
+        device, dtype, memory options that change pixels. Part of each chunk's cache key."""
+        ...
+
+    @property
+    def max_frames(self) -> int:
+        """The most frames one call may produce (a chunk); longer segments are continued in chunks."""
+        ...
+
+    @property
+    def takes_conditions(self) -> bool:
+        """Whether `ClipRequest.conditions` is honoured (LTX: yes; AnimateDiff: no, it raises)."""
+        ...
+
+    def call_frames(self, wanted: int) -> int:
+        """The smallest frame count >= `wanted` that one call can produce (LTX: 8k+1)."""
+        ...
+
+    def paint_clip(self, request: ClipRequest) -> list[Image.Image]:
+        """Exactly `request.frames` RGB frames of `request.width` x `request.height`; deterministic for equal
+        requests on one device (explicit generator seeded with `request.seed`)."""
+        ...
