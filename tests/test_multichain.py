@@ -106,3 +106,31 @@ def test_chains_refuse_what_they_cannot_honour(tmp_path, capsys):
     assert main(["loop", str(config), "--models", "tiny", "--chains", "2", "--out", str(tmp_path / "b")]) == 2
     assert "budget.kwh_per_day" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "chain-1" / "chain.jsonl").exists()
+
+
+def test_a_wall_without_exact_chains_is_logged_and_verified_by_psnr(tmp_path, capsys):
+    """--chains-exact off: plain batched kernels; each header says so, and verify then compares by PSNR
+    against the chain regenerated alone (as across devices)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(SMALL)
+    wall = tmp_path / "wall"
+    assert main(["loop", str(config), "--models", "tiny", "--steps", "2", "--chains", "2", "--chains-exact", "off",
+                 "--out", str(wall)]) == 0
+    for k in (1, 2):
+        assert read_chain(wall / f"chain-{k}").header["wall"] == {"chains": 2, "chain": k, "exact": False}
+    capsys.readouterr()
+    assert main(["replay", "verify", str(wall / "chain-2")]) == 0
+    out = capsys.readouterr().out
+    assert "--chains-exact off" in out and "comparing within PSNR" in out and "all 2 steps reproduce" in out
+    exact = tmp_path / "exact"
+    assert main(["loop", str(config), "--models", "tiny", "--steps", "1", "--chains", "2", "--out", str(exact)]) == 0
+    assert read_chain(exact / "chain-1").header["wall"] == {"chains": 2, "chain": 1, "exact": True}
+    capsys.readouterr()
+    assert main(["replay", "verify", str(exact / "chain-1")]) == 0
+    assert "expecting identical bytes" in capsys.readouterr().out
+
+
+def test_chains_exact_needs_chains(tmp_path, capsys):
+    assert main(["loop", "--models", "tiny", "--chains-exact", "off", "--out", str(tmp_path / "x")]) == 2
+    assert "--chains-exact off: applies to --chains K with K > 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

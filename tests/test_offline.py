@@ -209,7 +209,7 @@ def test_a_cached_hub_painter_renders_with_no_network_and_no_offline_flag(tiny_p
     run, seconds = run_cli("render", str(scene), "--models", "zoetrope-test/tiny-painter", "--out", str(out),
                            "--cache-root", str(tmp_path / "cache"), env=env)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[0] == f"scene cached: painter zoetrope-test/tiny-painter (revision {commit}), " \
+    assert run.stdout.splitlines()[0] == f"scene cached: walk with painter zoetrope-test/tiny-painter (revision {commit}), " \
                                          "from --models"
     assert out.is_file() and seconds < 60
 

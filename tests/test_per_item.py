@@ -64,3 +64,31 @@ def test_layers_split_by_row_or_by_item_and_only_when_active():
         layer(x)
     assert calls == [4, 1, 1, 1, 1, 2, 2, 4]
     assert torch.allclose(by_row, forward(x)) and torch.allclose(by_item, forward(x))
+
+
+def test_layers_are_wrapped_only_once_a_per_item_call_is_made(cpu):
+    """A film render never enters active(): its models keep their own forwards, no wrapper in any layer."""
+    from zoetrope.stages.models import load_painter
+
+    painter = load_painter("tiny", cpu)
+    unet = painter.text2img.unet
+    params = PaintParams(steps=1, width=64, height=64)
+    embeds = painter.encode(["a red moon"], None, 0.0)
+    painter.paint(params=params, prompt_embeds=embeds, latents=painter.noise([1], 64, 64))  # a walk's call
+    assert not per_item.is_wrapped(unet) and not per_item.is_wrapped(painter.text2img.vae)
+    painter.paint(["a red moon"], params=params, seeds=[1])  # a loop's call: per-item from here on
+    assert per_item.is_wrapped(unet) and per_item.is_wrapped(painter.text2img.vae)
+
+
+def test_batched_turns_splitting_off_inside_active():
+    calls = []
+    layer = torch.nn.Linear(4, 2)
+    forward = layer.forward
+    layer.forward = lambda x: calls.append(x.shape[0]) or forward(x)
+    per_item.install(layer)
+    x = torch.randn(3, 4)
+    with per_item.batched(), per_item.active():
+        layer(x)
+    with per_item.active():
+        layer(x)
+    assert calls == [3, 1, 1, 1]

@@ -223,10 +223,10 @@ def test_the_first_line_names_each_scenes_painter(tmp_path, capsys):
     film = tmp_path / "f.mp4"
     code, out, err = render(tmp_path, capsys, "--out", str(film), script=script)  # the scene's own `model: tiny`
     assert code == 0, err
-    assert out.splitlines()[0] == "scene moon: painter tiny (revision tiny-v1)"
+    assert out.splitlines()[0] == "scene moon: walk with painter tiny (revision tiny-v1)"
     code, out, err = render(tmp_path, capsys, "--models", "tiny", "--out", str(film), script=script)
     assert code == 0, err
-    assert out.splitlines()[0] == "scene moon: painter tiny (revision tiny-v1), from --models"
+    assert out.splitlines()[0] == "scene moon: walk with painter tiny (revision tiny-v1), from --models"
 
 
 def test_a_scene_without_a_model_says_the_default_before_loading_it(tmp_path, capsys, monkeypatch):
@@ -240,7 +240,7 @@ def test_a_scene_without_a_model_says_the_default_before_loading_it(tmp_path, ca
     script.write_text(SCRIPT.replace("model: tiny\n", ""))
     code, out, err = render(tmp_path, capsys, "--out", str(tmp_path / "f.mp4"), script=script)
     assert code == 2 and "not loaded in tests" in err
-    assert re.fullmatch(r"scene moon: painter stabilityai/sd-turbo \(revision \S+\), the default: the scene names "
+    assert re.fullmatch(r"scene moon: walk with painter stabilityai/sd-turbo \(revision \S+\), the default: the scene names "
                         r"no model \(set `model:` or --models\)", out.splitlines()[0]), out
 
 
@@ -255,16 +255,16 @@ def test_a_film_file_names_the_painter_of_every_scene(tmp_path, capsys, monkeypa
                          f"  - name: first\n{body}\n  - name: second\n{body}\n")
     code, out, _ = render(tmp_path, capsys, "--out", str(tmp_path / "f.mp4"), script=film_file)
     assert code == 2
-    assert out.splitlines()[:2] == ["scene first: painter tiny (revision tiny-v1)",
-                                    "scene second: painter tiny (revision tiny-v1)"]
+    assert out.splitlines()[:2] == ["scene first: walk with painter tiny (revision tiny-v1)",
+                                    "scene second: walk with painter tiny (revision tiny-v1)"]
     # The same painter, named by one scene and defaulted in the other: each line says which
     first, second = body.replace("model: tiny", "model: sd-turbo"), body.replace("    model: tiny\n", "")
     film_file.write_text("schema_version: 1\ntitle: Two\nscenes:\n"
                          f"  - name: first\n{first}\n  - name: second\n{second}\n")
     code, out, _ = render(tmp_path, capsys, "--out", str(tmp_path / "f.mp4"), script=film_file)
     lines = out.splitlines()
-    assert code == 2 and re.fullmatch(r"scene first: painter stabilityai/sd-turbo \(revision \S+\)", lines[0])
-    assert lines[1].startswith("scene second: painter stabilityai/sd-turbo") and "the default" in lines[1]
+    assert code == 2 and re.fullmatch(r"scene first: walk with painter stabilityai/sd-turbo \(revision \S+\)", lines[0])
+    assert lines[1].startswith("scene second: walk with painter stabilityai/sd-turbo") and "the default" in lines[1]
 
 
 def test_the_film_of_a_chain_uses_the_logged_painter_and_says_so(tmp_path, capsys):
@@ -276,5 +276,5 @@ def test_the_film_of_a_chain_uses_the_logged_painter_and_says_so(tmp_path, capsy
     assert main(["loop", str(config), "--models", "tiny", "--steps", "1", "--out", str(chain)]) == 0
     inputs = read_inputs(RenderRequest(from_chain=chain))
     assert (inputs.painter.spec, inputs.painter.revision, inputs.painter.origin) == ("tiny", "tiny-v1", "chain log")
-    assert painter_lines(inputs) == ["scene chain: painter tiny (revision tiny-v1), as logged by the chain"]
+    assert painter_lines(inputs) == ["scene chain: walk with painter tiny (revision tiny-v1), as logged by the chain"]
     assert inputs.film.size == (64, 64) and inputs.out == Path("renders/films/chain.mp4")

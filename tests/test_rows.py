@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from zoetrope.base.errors import UserError
 from zoetrope.film.rows import MAX_ROWS, call_rows, measure_rows, rows_that_fit
@@ -18,8 +19,81 @@ def test_rows_that_fit_is_the_largest_power_of_two_in_the_memory_share():
     assert rows_that_fit(10 * GIB, 0, 0) == MAX_ROWS  # a zero row cost does not divide by zero
 
 
-def test_measured_on_cpu_is_the_fallback(tiny_painter):
-    assert measure_rows(tiny_painter, PaintParams(width=64, height=64), 8) == 8
+class Clock:
+    """rows.py's clocks, advanced by the fake painter's calls: timings without sleeping."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TimedPainter:
+    """A painter whose call of n rows takes `fixed + n x per_row` seconds (per step), and runs out of memory
+    above `fits` rows."""
+
+    def __init__(self, clock, fixed, per_row, fits=64, device="cpu"):
+        import types
+
+        self.clock, self.fixed, self.per_row, self.fits = clock, fixed, per_row, fits
+        self.plan = types.SimpleNamespace(device=device)
+        self.calls: list[tuple[int, int]] = []
+
+    def encode(self, prompts, negatives, guidance):
+        return {"prompt_embeds": torch.zeros(1, 77, 8)}
+
+    def noise(self, seeds, width, height):
+        return torch.zeros(1, 4, height // 8, width // 8)
+
+    def paint(self, *, params, latents, prompt_embeds):
+        rows = latents.shape[0]
+        assert prompt_embeds["prompt_embeds"].shape[0] == rows
+        self.calls.append((rows, params.steps))
+        if rows > self.fits:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes")
+        self.clock.now += params.steps * (self.fixed + rows * self.per_row)
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from zoetrope.film import rows
+
+    clock = Clock()
+    monkeypatch.setattr(rows.time, "perf_counter", clock)
+    monkeypatch.setattr(rows.time, "process_time", clock)
+    return clock
+
+
+def test_the_fastest_width_per_frame_is_chosen(clock):
+    params = PaintParams(steps=8, width=64, height=64)
+    overhead = TimedPainter(clock, fixed=1.0, per_row=0.1)  # a call's fixed cost dominates: batching pays
+    assert measure_rows(overhead, params, 8) == 8
+    assert {rows for rows, _ in overhead.calls} == {1, 2, 4, 8}  # never past the cap
+    assert {steps for _, steps in overhead.calls} == {1, 4}  # warm-up of 1 step, timed probes of PROBE_STEPS
+    compute = TimedPainter(clock, fixed=0.01, per_row=1.0)  # rows fill the device: one row a call
+    assert measure_rows(compute, params, 8) == 1
+    assert max(rows for rows, _ in compute.calls) == 2  # 2 was no faster per frame: wider was not tried
+    middle = TimedPainter(clock, fixed=1.0, per_row=3.0)  # per frame 4, 3.5, 3.25, then 8 saves under 5%
+    assert measure_rows(middle, params, 8) == 4
+
+
+def test_a_width_that_does_not_fit_ends_the_search(clock):
+    painter = TimedPainter(clock, fixed=1.0, per_row=0.1, fits=2)
+    assert measure_rows(painter, PaintParams(width=64, height=64), 8) == 2
+    broken = TimedPainter(clock, fixed=1.0, per_row=0.1, fits=0)
+    assert measure_rows(broken, PaintParams(width=64, height=64), 8) == 1  # the render itself will say why
+
+
+def test_other_errors_are_not_taken_for_a_full_memory(clock):
+    painter = TimedPainter(clock, fixed=1.0, per_row=0.1)
+    painter.paint = lambda **kw: (_ for _ in ()).throw(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        measure_rows(painter, PaintParams(width=64, height=64), 8)
+
+
+def test_measured_on_the_tiny_painter_on_cpu(tiny_painter):
+    assert measure_rows(tiny_painter, PaintParams(steps=1, width=64, height=64), 4) in (1, 2, 4)
 
 
 def test_call_rows_measures_once_per_painter_and_size(tmp_path):

@@ -83,3 +83,30 @@ def test_decoder_presets_resolve_to_their_hub_ids(cpu, monkeypatch):
     load_taesd("taesd", painter, cpu)
     load_taesd("taesd", xl, cpu)
     assert seen == ["madebyollin/taesdxl", "madebyollin/taesd", "madebyollin/taesdxl"]
+
+
+@pytest.mark.parametrize("guidance", [0.0, 4.0])
+@pytest.mark.parametrize("scheduler", ["euler", "dpm++", "ddim"])
+def test_the_lean_path_paints_the_pipelines_pixels(tiny_painter, guidance, scheduler, monkeypatch):
+    """Painter.denoise + decode (walks and loops) give the same bytes as the pipeline's own __call__, so frame
+    caches and logged chains made before them stay valid."""
+    params = PaintParams(steps=3, width=64, height=64, guidance=guidance, scheduler=scheduler)
+    prompts, negatives = ["a red moon", "two cats"], ["", "blur"]
+    embeds = tiny_painter.encode(prompts, negatives, guidance)
+    latents = tiny_painter.noise([1, 2], 64, 64)
+    assert tiny_painter.lean(embeds, params)
+    lean = [tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents),
+            tiny_painter.paint(prompts, params=params, seeds=[1, 2], negative_prompts=negatives)]
+    monkeypatch.setattr(tiny_painter, "lean", lambda *args: False)
+    pipeline = [tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents),
+                tiny_painter.paint(prompts, params=params, seeds=[1, 2], negative_prompts=negatives)]
+    for ours, theirs in zip(lean, pipeline, strict=True):
+        assert [np.asarray(im).tobytes() for im in ours] == [np.asarray(im).tobytes() for im in theirs]
+
+
+def test_the_lean_path_is_taken_only_where_it_reproduces_the_pipeline(tiny_painter):
+    params = PaintParams(steps=1, width=64, height=64, guidance=4.0)
+    embeds = tiny_painter.encode(["a red moon"], None, 4.0)
+    assert tiny_painter.lean(embeds, params) and tiny_painter.lean(None, params)
+    assert not tiny_painter.lean({"prompt_embeds": embeds["prompt_embeds"]}, params)  # the pipeline encodes ""
+    assert tiny_painter.lean({"prompt_embeds": embeds["prompt_embeds"]}, PaintParams(steps=1, width=64, height=64))

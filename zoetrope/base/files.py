@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -196,7 +197,10 @@ def sweep_temps(folder: Path, names: Iterable[str] | None = None) -> list[Path]:
         if owner[0] == os.getpid() or _running(owner[0]):
             continue
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):  # a chunk of frames written as one folder (film/engines.py)
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
 

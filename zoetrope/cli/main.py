@@ -1,4 +1,4 @@
-"""Command line: `python run_loop.py {loop,models,replay,inspect,serve,install-service,render,check}`.
+"""Command line: `python run_loop.py {loop,models,replay,inspect,serve,install-service,render,check,scene,join}`.
 
 `loop` and `models` are here; every other subcommand module exposes `register(subparsers)`, which adds its
 parser and sets `func`. A user's mistake (UserError) is printed as one line and exits 2; there is no
@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from zoetrope.base.errors import UserError
-from zoetrope.cli import check, gallery, render, replay
+from zoetrope.cli import check, gallery, join, render, replay, scene
 from zoetrope.cli.foreground import EXIT_STEP_FAILED, progress_line, run_in_foreground, stop_on_signals
 from zoetrope.cli.options import add_model_options, parse_models, speed_overrides
 
 # Modules that add subcommands besides `loop` and `models` (each has `register(subparsers)`).
-COMMANDS = (replay, gallery, render, check)
+COMMANDS = (replay, gallery, render, check, scene, join)
 COMMAND_MODULES: tuple[str, ...] = tuple(module.__name__ for module in COMMANDS)
 
 __all__ = ["EXIT_STEP_FAILED", "add_model_options", "build_parser", "drive_in_foreground", "main", "parse_models",
@@ -46,9 +46,14 @@ def register_loop(sub) -> None:
     p.add_argument("--seed", type=int, help="base seed (overrides the config)")
     p.add_argument("--chains", type=int, default=1, metavar="K",
                    help="K independent chains batched together, in DIR/chain-1..K with seeds seed..seed+K-1")
+    p.add_argument("--chains-exact", choices=("on", "off"), default=None,
+                   help="on (default): each chain paints exactly what it would alone (per-item kernels); "
+                        "off: plain batched kernels, faster, and `replay verify` compares by PSNR")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--start-image", type=Path, metavar="PATH")
     start.add_argument("--start-prompt", metavar="TEXT")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --chains K: the chains' model calls on Ray workers (local:N, "
+                   "auto or ray://host:port; see docs/distributed.md)")
     p.add_argument("--display", action="store_true", help="also serve the kiosk display (see `serve`)")
     p.add_argument("--service", action="store_true",
                    help="unattended (systemd): with --out DIR, a restart resumes DIR (or starts anew, by config)")
@@ -111,7 +116,7 @@ def resume_loop(args: argparse.Namespace, folder: Path, given: bool) -> int:
     from zoetrope.loop.chainlog import lock_chain
 
     typed = (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models) if given else ()
-    if any(v is not None for v in (*typed, args.vae)) or args.chains != 1:
+    if any(v is not None for v in (*typed, args.vae, args.ray, args.chains_exact)) or args.chains != 1:
         raise UserError("--resume continues a chain with its logged settings; only --steps, --device and the speed "
                         "options that keep the pictures the same may be given (to change settings: replay fork)")
     # One writer per chain: the lock is taken before the log is read or a model loads, so a second writer
@@ -137,8 +142,12 @@ def _resume_locked(args: argparse.Namespace, folder: Path) -> int:
     models = logged.header["models"]
     painter, captioner, plan = open_models(
         models["painter"]["id"], models["captioner"]["id"],
-        (models["painter"]["revision"], models["captioner"]["revision"]), args.device, config.speed,
+        (models["painter"]["revision"], models["captioner"]["revision"]), args.device, config.speed, config.loras,
     )
+    from zoetrope.stages.lora import lora_mismatches, loras_of
+
+    if changed := lora_mismatches(models["painter"].get("loras") or [], loras_of(painter)):
+        raise UserError(f"{folder}: {changed[0]}; a chain resumes with the LoRA files it was logged with")
     extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
     writer, point = reopen_run(logged, config, painter)
     print(f"resuming {folder} at step {point.next_step}", flush=True)
@@ -159,6 +168,16 @@ def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
     require_new_chain(folder)
     if not 1 <= args.chains <= 64:
         raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")
+    if args.ray is not None:  # the address is checked (one line) before any folder is made
+        from zoetrope.stages.cluster import parse_address
+
+        if args.chains < 2:
+            raise UserError("--ray: runs a wall's chains on Ray workers; give --chains K (K >= 2)")
+        parse_address(args.ray)
+        if config.loras:  # Ray workers load the bare painter (stages/cluster.ModelSpec has no LoRAs)
+            raise UserError("--ray: loras are not carried to Ray workers; run the wall without --ray")
+    if args.chains_exact is not None and args.chains == 1:
+        raise UserError(f"--chains-exact {args.chains_exact}: applies to --chains K with K > 1")
     if args.chains > 1 and (args.display or args.service):
         raise UserError("--chains runs several chains in the foreground; --display and --service run one chain "
                         "(run one service per chain for a wall)")
@@ -175,14 +194,27 @@ def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
 def _new_locked(args: argparse.Namespace, config, folder: Path, start_image) -> int:
     from zoetrope.loop.run import gallery_extras, open_models, start_run
 
+    if args.ray is not None:  # the chains here, their model calls on Ray workers (loop/wall_ray.py)
+        from zoetrope.loop.wall_ray import open_wall_pool, run_wall_ray
+
+        pool = open_wall_pool(args.ray, config, args.chains, args.device)
+        try:
+            print(f"{args.chains} chains on {pool.describe()}", flush=True)
+            done = run_wall_ray(config, args.chains, folder, pool, stop_on_signals(), start_image,
+                                on_step=lambda k, record: print(f"[{k}] {progress_line(record)}", flush=True))
+        finally:
+            pool.close()
+        print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
+        return 0
     m = config.models
     painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
-                                           args.device, config.speed)
+                                           args.device, config.speed, config.loras)
     if args.chains > 1:
         from zoetrope.loop.multichain import run_many
 
         done = run_many(config, args.chains, folder, painter, captioner, plan, stop_on_signals(), start_image,
-                        on_step=lambda k, record: print(f"[{k}] {progress_line(record)}", flush=True))
+                        on_step=lambda k, record: print(f"[{k}] {progress_line(record)}", flush=True),
+                        exact=args.chains_exact != "off")
         print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
         return 0
     extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
@@ -247,7 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RAY_COMMANDS = (("loop",), ("render",), ("replay", "verify"))  # the commands that take --ray
+
+
+def refuse_ray(argv: list[str]) -> None:
+    """`--ray` given to a command that does not run on Ray: one line (argparse would print its usage too)."""
+    if not any(a == "--ray" or a.startswith("--ray=") for a in argv):
+        return
+    words = [a for a in argv if not a.startswith("-")]
+    if words and not any(tuple(words[:len(c)]) == c for c in RAY_COMMANDS):
+        raise UserError(f"--ray: `{' '.join(words[:2] if words[0] == 'replay' else words[:1])}` does not run on "
+                        "Ray (render, replay verify and loop --chains K do)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        refuse_ray(sys.argv[1:] if argv is None else argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)

@@ -16,7 +16,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     """`--models`, `--device` and the speed group, worded the same for every command that loads a model."""
     parser.add_argument(
         "--models", metavar="SPEC",
-        help="tiny | PAINTER | painter=X,captioner=Y (presets, local folders or Hub ids; tiny = offline test models)",
+        help="tiny | PAINTER | painter=X,captioner=Y,ltx=Z,animatediff=A (presets, local folders or Hub ids; "
+             "tiny = every role's offline test model)",
     )
     parser.add_argument("--device", choices=["cuda", "mps", "cpu"], help="default: cuda > mps > cpu")
     speed = parser.add_argument_group("speed (override the config's speed section)")
@@ -32,18 +33,24 @@ def speed_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def parse_models(spec: str | None) -> dict[str, str]:
-    """`--models` as {"painter": ..., "captioner": ...} overrides (empty when not given)."""
+LOOP_ROLES = ("painter", "captioner")
+FILM_ROLES = ("painter", "ltx", "animatediff")  # animatediff: the motion adapter (over the painter)
+
+
+def parse_models(spec: str | None, roles: tuple[str, ...] = LOOP_ROLES) -> dict[str, str]:
+    """`--models` as {role: model} overrides for a command that uses `roles` (empty when not given). `tiny`
+    alone means every role's tiny model; a bare name is the painter."""
     if not spec:
         return {}
     if spec == "tiny":
-        return {"painter": "tiny", "captioner": "tiny"}
+        return dict.fromkeys(roles, "tiny")
     if "=" not in spec:
         return {"painter": spec}
     out = {}
     for part in spec.split(","):
         role, _, name = part.partition("=")
-        if role.strip() not in ("painter", "captioner") or not name.strip():
-            raise UserError(f"--models: expected tiny, PAINTER or painter=X,captioner=Y, got {spec!r}")
+        if role.strip() not in roles or not name.strip():
+            raise UserError(f"--models: expected tiny, PAINTER or ROLE=MODEL,... with ROLE one of {', '.join(roles)}, "
+                            f"got {spec!r}")
         out[role.strip()] = name.strip()
     return out

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoetrope.cli.options import add_model_options, parse_models, speed_overrides
+from zoetrope.cli.options import FILM_ROLES, add_model_options, parse_models, speed_overrides
+from zoetrope.cli.scene import add_screenplay_options, screenplay_options
 
 
 def register(sub) -> None:
@@ -27,12 +28,15 @@ def register(sub) -> None:
                         "cache; 8 on CPU). Part of each frame's cache key")
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per painter call, 1..rows (default rows)")
     p.add_argument("--preview", action="store_true", help="a quarter of the frames at half the size, for a quick look")
+    p.add_argument("--ray", metavar="local:N|auto|ray://HOST:PORT",
+                   help="paint the walk's frames on Ray workers (pip install -e '.[ray]'); the film is the same")
     p.add_argument("--cache-root", type=Path, default=Path("renders/films"),
                    help="frames are cached in CACHE_ROOT/<scene>/frames (default renders/films)")
     chain = p.add_argument_group("with --from-chain")
-    chain.add_argument("--fps", type=int, help="frames per second (default 24)")
+    chain.add_argument("--fps", type=int, help="frames per second (default 24; also a screenplay's option)")
     chain.add_argument("--hold", type=float, help="seconds on each step's image (default 1.0)")
     chain.add_argument("--transition", type=float, help="seconds between steps (default 2.0)")
+    add_screenplay_options(p, fps=False, model=False)
     p.set_defaults(func=cmd_render)
 
 
@@ -40,10 +44,13 @@ def request_from_args(args: argparse.Namespace):
     """The argv as a film.render.RenderRequest (checked by the core, which names the option at fault)."""
     from zoetrope.film.render import RenderRequest
 
+    models = parse_models(args.models, FILM_ROLES)
     return RenderRequest(
         script=args.script, from_chain=args.from_chain, fps=args.fps, hold=args.hold, transition=args.transition,
         out=args.out, rows=args.rows, batch_size=args.batch_size, preview=args.preview, cache_root=args.cache_root,
-        painter=parse_models(args.models).get("painter"), device=args.device, speed=speed_overrides(args),
+        painter=models.get("painter"), device=args.device, speed=speed_overrides(args),
+        models={role: models[role] for role in ("ltx", "animatediff") if role in models}, ray=args.ray,
+        screenplay=screenplay_options(args, fps=False, model=False),
     )
 
 

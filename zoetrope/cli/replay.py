@@ -23,6 +23,8 @@ def register(sub) -> None:
     add_model_options(verify)
     verify.add_argument("--min-psnr", type=float, default=None, metavar="DB",
                         help="tolerance when device, dtype or versions differ from the header (default 40 dB)")
+    verify.add_argument("--ray", metavar="ADDRESS", help="regenerate the steps in parallel on Ray workers: local:N, "
+                        "auto or ray://host:port (see docs/distributed.md)")
     verify.set_defaults(func=cmd_verify)
 
     fork = rsub.add_parser("fork", help="start a new chain from step N's image with changed settings")
@@ -89,8 +91,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _echo(environment_line(env))
         _echo(TABLE_HEADER)
 
-    report = verify_folder(args.chain, parse_models(args.models), args.device, args.min_psnr,
-                           on_environment=on_environment, on_step=lambda check: _echo(format_check(check)))
+    hooks = {"on_environment": on_environment, "on_step": lambda check: _echo(format_check(check))}
+    if args.ray is not None:  # the same report, the steps regenerated in parallel on Ray workers
+        from zoetrope.curate.verify_ray import verify_folder_ray
+
+        report = verify_folder_ray(args.chain, args.ray, parse_models(args.models), args.device, args.min_psnr,
+                                   **hooks)
+    else:
+        report = verify_folder(args.chain, parse_models(args.models), args.device, args.min_psnr, **hooks)
     for line in summary_lines(report):
         _echo(line)
     return 0 if report.ok else 1

@@ -2,7 +2,9 @@
 
 Verify re-runs each step *from the logged inputs* (the logged input image when it is intact, else the
 regenerated one), so one bad step does not hide the others. Where device, dtype and library versions match
-the header it expects identical PNG bytes; elsewhere a PSNR tolerance on the pixels. Nothing is written.
+the header it expects identical PNG bytes; elsewhere a PSNR tolerance on the pixels, as for a chain of a
+`--chains-exact off` wall (painted in a batch on plain batched kernels, regenerated here alone). Nothing is
+written.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ from zoetrope.curate.replay import (
 from zoetrope.loop.chainlog import START_IMAGE, ChainLog, encode_png, painter_of, read_chain
 
 DEFAULT_MIN_PSNR = 40.0  # dB; below this a step regenerated on other hardware "does not reproduce"
+
+
+def differences(header: dict, plan, versions: dict) -> list[str]:
+    """Why identical bytes cannot be expected: the environment's differences from the header, and a wall
+    chain painted on batched kernels (`--chains-exact off`), whose pixels depend on the rest of its batch."""
+    found = environment_differences(header, plan, versions)
+    wall = header.get("wall") or {}
+    if wall.get("exact") is False:
+        found.append(f"painted in a batch of {wall.get('chains')} chains with --chains-exact off")
+    return found
 
 
 @dataclass
@@ -68,7 +80,7 @@ def verify_chain(chain: ChainLog, painter, captioner, plan, versions: dict, min_
 
     header = chain.header
     painter_entry = painter_of(header)
-    environment = environment_differences(header, plan, versions)
+    environment = differences(header, plan, versions)
     exact = not environment
     start = None
     first = chain.steps[0] if chain.steps else None
@@ -203,6 +215,5 @@ def verify_folder(folder: Path, models: dict[str, str] | None = None, device: st
         raise UserError(f"{folder}: the chain has no steps to verify")
     painter, captioner, plan = open_chain_models(chain, models, device)
     versions = library_versions()
-    on_environment(Environment(environment_differences(chain.header, plan, versions), plan.device, plan.dtype_name,
-                               min_psnr))
+    on_environment(Environment(differences(chain.header, plan, versions), plan.device, plan.dtype_name, min_psnr))
     return verify_chain(chain, painter, captioner, plan, versions, min_psnr, on_step=on_step)

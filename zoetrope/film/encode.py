@@ -64,10 +64,17 @@ class FrameWriter:
     """
 
     def __init__(self, path: Path, fps: int | float, size: tuple[int, int], *, audio: Path | None = None,
-                 crf: int = 18):
+                 crf: int = 18, audio_start: float = 0.0, fps_out: int | float | None = None,
+                 frames: int | None = None):
         width, height = size
         if fps <= 0:
             raise ValueError(f"`fps` must be positive but is {fps}.")
+        if fps_out is not None:
+            if fps_out <= fps:
+                raise ValueError(f"`fps_out` must be above the painted `fps` ({fps}) but is {fps_out}.")
+            if frames is None or frames < 1:
+                raise ValueError(f"`fps_out` needs `frames`, the number of painted frames that will be written, to "
+                                 f"cut the interpolated film exactly; got {frames}.")
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(f"`size` must be even and positive for yuv420p but is {width}x{height}.")
         if not 0 <= crf <= 51:
@@ -78,7 +85,10 @@ class FrameWriter:
         self.fps = fps  # an int, or a float such as a preview's 7.5
         self.size = (int(width), int(height))
         self.audio = Path(audio) if audio is not None else None
+        self.audio_start = float(audio_start)  # seconds into the audio file where the film's sound starts
         self.crf = crf
+        self.fps_out = fps_out
+        self.frames = frames  # with fps_out: exactly this many painted frames are written
         self.frames_written = 0
         self._tmp = temp_name(self.path, keep_suffix=True)  # ffmpeg picks the container by suffix
         self._proc: subprocess.Popen | None = None
@@ -86,13 +96,24 @@ class FrameWriter:
 
     # ------------------------------------------------------------------------------------- lifecycle
 
+    @property
+    def frames_out(self) -> int:
+        """Frames in the film: those written, or with `fps_out` round(frames x fps_out / fps) (halves up), the
+        count that keeps the film's duration (interpolation_frames)."""
+        if self.fps_out is None:
+            return self.frames_written
+        return interpolation_frames(self.frames, self.fps, self.fps_out)
+
     def command(self) -> list[str]:
-        """rawvideo RGB on stdin -> H.264 yuv420p, +faststart (the arguments imageio-ffmpeg's writer uses)."""
+        """rawvideo RGB on stdin -> H.264 yuv420p, +faststart (the arguments imageio-ffmpeg's writer uses); with
+        `fps_out`, motion-compensated interpolation in the same process (interpolation_filter)."""
         rate = str(Fraction(self.fps).limit_denominator())
+        interpolate = [] if self.fps_out is None else [
+            "-vf", interpolation_filter(self.fps_out), "-frames:v", str(self.frames_out)]
         return [
             ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{self.size[0]}x{self.size[1]}",
-            "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
-            "-v", "error", "-crf", str(self.crf), "-movflags", "+faststart", str(self._tmp),
+            "-pix_fmt", "rgb24", "-r", rate, "-i", "-", "-an", *interpolate, "-vcodec", "libx264", "-pix_fmt",
+            "yuv420p", "-v", "error", "-crf", str(self.crf), "-movflags", "+faststart", str(self._tmp),
         ]
 
     def __enter__(self) -> FrameWriter:
@@ -112,6 +133,9 @@ class FrameWriter:
             if exc_type is None:
                 if self.frames_written == 0:
                     raise ValueError(f"{self.path}: no frames were written")
+                if self.fps_out is not None and self.frames_written != self.frames:
+                    raise ValueError(f"{self.path}: {self.frames_written} frames were written but `frames` is "
+                                     f"{self.frames}; the interpolated film would be cut at the wrong frame")
                 if self.audio is not None:
                     self._mux_audio()
                 try:
@@ -165,6 +189,8 @@ class FrameWriter:
                 raise ValueError(f"frame must be an HxWx3 uint8 array but is {array.dtype} {array.shape}.")
         if (array.shape[1], array.shape[0]) != self.size:
             raise ValueError(f"frame is {array.shape[1]}x{array.shape[0]} but the film is {self.size[0]}x{self.size[1]}.")
+        if self.fps_out is not None and self.frames_written >= self.frames:
+            raise ValueError(f"frame {self.frames_written + 1} is one more than `frames` ({self.frames}).")
         try:
             self._proc.stdin.write(np.ascontiguousarray(array).tobytes())
         except OSError:  # BrokenPipeError and the like: ffmpeg has stopped, and its stderr says why
@@ -176,7 +202,8 @@ class FrameWriter:
         seconds = self.frames_written / self.fps
         muxed = temp_name(self.path, keep_suffix=True)
         cmd = [
-            ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(self._tmp), "-t", f"{seconds:.6f}", "-i", str(self.audio),
+            ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(self._tmp), "-ss", f"{self.audio_start:.6f}",
+            "-t", f"{seconds:.6f}", "-i", str(self.audio),
             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
             "-movflags", "+faststart", str(muxed),
         ]
@@ -188,6 +215,31 @@ class FrameWriter:
             os.replace(muxed, self._tmp)
         finally:
             muxed.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ interpolation
+
+# ffmpeg's minterpolate emits an output frame only once it holds the input frame after it, so the last painted
+# frame and the motion towards the film's end would be lost: the input is padded with clones of its last frame
+# (tpad) and the output cut at the exact count (-frames:v). mci: motion-compensated; aobmc/bidir/vsbmc: its
+# adaptive overlapped blocks, bidirectional search and variable-size blocks (fewer seams than the defaults);
+# scene-change detection (scd, on by default) repeats a frame across a cut instead of morphing through it.
+INTERPOLATION = "mi_mode=mci:mc_mode=aobmc:me_mode=bidir:vsbmc=1"
+TAIL_CLONES = 3
+
+
+def interpolation_filter(fps_out: int | float) -> str:
+    """The ffmpeg filter chain of `fps_out`: pad the tail, then interpolate to fps_out."""
+    rate = str(Fraction(fps_out).limit_denominator())
+    return f"tpad=stop_mode=clone:stop={TAIL_CLONES},minterpolate=fps={rate}:{INTERPOLATION}"
+
+
+def interpolation_frames(frames: int, fps: int | float, fps_out: int | float) -> int:
+    """Frames of a film of `frames` painted at `fps` and interpolated to `fps_out`: the same duration, rounded
+    to the nearest frame, halves up (7 frames at 12 fps -> 17.5 -> 18 at 30 fps). Frame k of the output shows the
+    film at k / fps_out seconds; painted frame i lands on output frame i x fps_out / fps when that is whole."""
+    exact = Fraction(frames) * Fraction(fps_out).limit_denominator() / Fraction(fps).limit_denominator()
+    return int(exact + Fraction(1, 2))
 
 
 # ------------------------------------------------------------------------------------------ subtitles

@@ -10,7 +10,7 @@ failed render leaves nothing at its path; what a killed render left (temp names 
 
 from __future__ import annotations
 
-import re
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Protocol
 
 from zoetrope.base.errors import UserError
-from zoetrope.film.timeline import Shot, scene_cues, scene_shots
+from zoetrope.film.choices import ModelChoice, PainterChoice, film_choices, model_lines
+from zoetrope.film.layout import PREVIEW_STRIDE, FilmLayout, SceneLayout, lay_out
+from zoetrope.film.timeline import Shot
 from zoetrope.settings.scene import Film
 
-PREVIEW_STRIDE = 4  # a preview keeps every 4th frame (a quarter) and plays them at fps / 4: same duration
 FILM_SUFFIXES = (".mp4", ".mov", ".mkv")
-CHAIN_FILM_DEFAULTS = {"fps": 24, "hold": 1.0, "transition": 2.0}  # documented in docs/films.md
+__all__ = ["PREVIEW_STRIDE", "PainterChoice", "RenderRequest", "render_film"]
 
 
 class Progress(Protocol):
@@ -67,6 +68,7 @@ class RenderRequest:
     speed: dict = field(default_factory=dict)  # a partial `speed` section: attention, channels_last, compile, vae
     ray: str | None = None  # local:N | auto | ray://host:port: paint the walk's frames on Ray actors
     models: dict = field(default_factory=dict)  # --models overrides of other roles: {"ltx": ..., "animatediff": ...}
+    screenplay: dict = field(default_factory=dict)  # a .fountain script's film options: front, style, seed, size...
 
 
 def check_request(request: RenderRequest) -> None:
@@ -76,8 +78,12 @@ def check_request(request: RenderRequest) -> None:
     r = request
     if (r.script is None) == (r.from_chain is None):
         raise UserError("render: give a scene script or --from-chain DIR (exactly one)")
-    if r.from_chain is None and any(v is not None for v in (r.fps, r.hold, r.transition)):
+    fountain = r.script is not None and r.script.suffix.lower() in (".fountain", ".spmd")  # --fps is its option
+    if r.from_chain is None and any(v is not None for v in (None if fountain else r.fps, r.hold, r.transition)):
         raise UserError("render: --fps, --hold and --transition apply to --from-chain; a script sets its own")
+    if r.screenplay and not fountain:
+        raise UserError("render: --front, --size, --seed, --style, --engine and --character apply to a screenplay "
+                        "(.fountain); a scene script sets its own")
     if r.rows is not None and not 1 <= r.rows <= MAX_ROWS:
         raise UserError(f"--rows: must be 1..{MAX_ROWS} (got {r.rows})")
     if r.batch_size is not None and not 1 <= r.batch_size <= (r.rows or MAX_ROWS):
@@ -87,6 +93,10 @@ def check_request(request: RenderRequest) -> None:
     for flag, value in (("hold", r.hold), ("transition", r.transition)):
         if value is not None and not value > 0:
             raise UserError(f"--{flag}: must be greater than 0 (got {value})")
+    if r.ray is not None:
+        from zoetrope.stages.cluster import parse_address
+
+        parse_address(r.ray)  # a malformed address or local:0 is one line now, before anything is read
     if r.out is not None and r.out.suffix.lower() not in FILM_SUFFIXES:
         raise UserError(f"--out: a film needs one of {', '.join(FILM_SUFFIXES)} (got {r.out})")
 
@@ -94,100 +104,40 @@ def check_request(request: RenderRequest) -> None:
 # ----------------------------------------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True)
-class PainterChoice:
-    """The painter a film uses and why: `origin` is "scene" (the scenes' `model`, or the schema's default
-    where a scene names none), "--models" (the caller's override) or "chain log" (the logged painter, with
-    its logged revision)."""
-
-    spec: str
-    revision: str | None
-    origin: str
-
-
 @dataclass
 class FilmInputs:
-    """A film read and checked, with where it goes and which painter paints it; no model loaded yet."""
+    """A film read and checked, with where it goes and which models render it; no model loaded yet."""
 
     film: Film
     out: Path
-    painter: PainterChoice
+    choices: dict[str, ModelChoice]
     notes: list[str] = field(default_factory=list)
 
-
-def film_from_chain(folder: Path, fps: int | None, hold: float | None,
-                    transition: float | None) -> tuple[Film, PainterChoice, list[str]]:
-    """A chain log as a one-scene Film: each step a keyframe (its prompt and logged seed), its caption the
-    subtitle; size, steps, guidance and scheduler from the logged config. Returns (film, painter, notes)."""
-    from pydantic import ValidationError
-
-    from zoetrope.loop.chainlog import LOG_NAME, read_chain
-    from zoetrope.settings.loop import LoopConfig
-    from zoetrope.settings.parsing import first_error
-    from zoetrope.settings.scene import ANCESTRAL, SceneScript
-
-    chain = read_chain(folder)
-    steps = [s for s in chain.steps if s.get("prompt")]
-    if not steps:
-        raise UserError(f"{folder}: the chain has no steps yet; nothing to film")
-    logged = (chain.header.get("models") or {}).get("painter") or {}
-    if not logged.get("id"):
-        raise UserError(f"{folder / LOG_NAME}:1: models.painter.id: the header names no painter; "
-                        "give one with --models")
-    try:  # the logged config, not guessed defaults: the film is painted as the chain was
-        paint = LoopConfig.model_validate(chain.header.get("config") or {}).paint
-    except ValidationError as exc:
-        raise UserError(f"{folder / LOG_NAME}:1: config.{first_error(exc)}") from None
-    notes, scheduler = [], paint.scheduler
-    if scheduler in ANCESTRAL:
-        notes.append(f"the chain used the ancestral {scheduler}; the film walks with euler (ancestral samplers flicker)")
-        scheduler = "euler"
-    name = re.sub(r"[^A-Za-z0-9_.-]", "-", folder.resolve().name).lstrip("-._") or "chain"
-    hold = CHAIN_FILM_DEFAULTS["hold"] if hold is None else hold
-    data = {
-        "name": name[:64], "title": f"chain {folder.name}", "fps": fps or CHAIN_FILM_DEFAULTS["fps"],
-        "width": paint.width, "height": paint.height, "steps": paint.steps, "guidance": paint.guidance,
-        "scheduler": scheduler, "model": logged["id"], "negative_prompt": steps[0].get("negative_prompt") or "",
-        "transition": CHAIN_FILM_DEFAULTS["transition"] if transition is None else transition,
-        "keyframes": [
-            {"prompt": s["prompt"], "seed": s["seed"], "hold": hold,
-             **({"subtitle": s["caption"]} if s.get("caption") else {})}
-            for s in steps
-        ],
-    }
-    try:
-        script = SceneScript.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(f"{folder}: cannot film this chain: {first_error(exc)}") from None
-    film = Film(script.title, [(script.name, script)], None)
-    return film, PainterChoice(logged["id"], logged.get("revision"), "chain log"), notes
-
-
-def scene_painter(film: Film, override: str | None) -> PainterChoice:
-    """One painter for the whole film: the override, else the scenes' common `model`."""
-    if override:
-        return PainterChoice(override, None, "--models")
-    models = {s.model for _, s in film.scenes}
-    if len(models) > 1:
-        raise UserError(f"the scenes use different models ({', '.join(sorted(models))}); choose one with --models")
-    return PainterChoice(models.pop(), None, "scene")
+    @property
+    def painter(self) -> ModelChoice | None:
+        return self.choices.get("painter")
 
 
 def read_inputs(request: RenderRequest) -> FilmInputs:
-    """Read the script or the chain and decide the output path and the painter (nothing loaded or written)."""
+    """Read the script or the chain and decide the output path and the models (nothing loaded or written)."""
     from zoetrope.settings.scene import load_film
 
     notes: list[str] = []
+    overrides = {"painter": request.painter, **request.models}
     if request.script is not None:
-        film = load_film(request.script)
-        painter = scene_painter(film, request.painter)
+        film = load_film(request.script, {**request.screenplay, "fps": request.fps})
+        choices = film_choices(film, {k: v for k, v in overrides.items() if v})
     else:
-        film, painter, notes = film_from_chain(request.from_chain, request.fps, request.hold, request.transition)
-        if request.painter:
-            painter = PainterChoice(request.painter, None, "--models")
+        from zoetrope.film.chain_film import film_from_chain
+
+        film, (spec, revision), notes = film_from_chain(request.from_chain, request.fps, request.hold,
+                                                        request.transition)
+        logged = ModelChoice(request.painter, None, "--models") if request.painter else \
+            ModelChoice(spec, revision, "chain log")
+        choices = film_choices(film, {}, painter=logged)
     name = film.scenes[0][0] if len(film.scenes) == 1 else (request.script.stem if request.script else "film")
     out = request.out or Path("renders/films") / f"{name}{'-preview' if request.preview else ''}.mp4"
-    return FilmInputs(film, out, painter, notes)
+    return FilmInputs(film, out, choices, notes)
 
 
 def frame_folders(film: Film, cache_root: Path) -> list[Path]:
@@ -197,78 +147,30 @@ def frame_folders(film: Film, cache_root: Path) -> list[Path]:
 
 def check_outputs(inputs: FilmInputs, cache_root: Path) -> None:
     """Every path the render will write, checked for real (a probe file, removed) before any model loads: the
-    film, its .srt sidecar and each scene's frame folder. A UserError `PATH: cannot write here (why)`."""
+    film, its .srt and .json sidecars and each scene's frame folder. A UserError `PATH: cannot write here (why)`."""
     from zoetrope.base.files import check_writable
 
-    srt = inputs.out.with_suffix(".srt")
     check_writable(inputs.out)
-    if srt.is_dir():
-        raise UserError(f"{srt}: cannot write here (it is a folder; the film's .srt sidecar goes there)")
+    from zoetrope.film.audio_sync import plot_path
+
+    for sidecar_path, what in ((inputs.out.with_suffix(".srt"), ".srt sidecar"), (inputs.out.with_suffix(".json"), "record"),
+                               (plot_path(inputs.out), "timing plot")):
+        if sidecar_path.is_dir():
+            raise UserError(f"{sidecar_path}: cannot write here (it is a folder; the film's {what} goes there)")
     for folder in frame_folders(inputs.film, cache_root):
         check_writable(folder, folder=True)
 
 
 def painter_lines(inputs: FilmInputs) -> list[str]:
-    """`scene NAME: painter ID (revision REV)` per scene, saying where the choice came from when it is not
-    the scene's own `model` (the schema's default, --models, the chain log). The id and revision are those
-    the load will record: a preset's Hub id; the revision pinned in the local cache, else `none`."""
-    from zoetrope.stages.models import pin_revision, resolve
-
-    choice = inputs.painter
-    ref = pin_revision(resolve("painter", choice.spec, choice.revision))
-    lines = []
-    for name, script in inputs.film.scenes:
-        why = {"--models": ", from --models", "chain log": ", as logged by the chain"}.get(choice.origin, "")
-        if choice.origin == "scene" and "model" not in script.model_fields_set:
-            why = ", the default: the scene names no model (set `model:` or --models)"
-        lines.append(f"scene {name}: painter {ref.id} (revision {ref.revision or 'none'}){why}")
-    return lines
-
-
-@dataclass
-class FilmLayout:
-    """Every scene planned against the loaded painter: what to render, the film order, the subtitles."""
-
-    plans: list[tuple[object, Path]]  # (walk.ScenePlan, its frame cache)
-    shots: list[Shot]
-    cues: list[tuple[float, float, str]]
-    fps: float
-    size: tuple[int, int]
-
-
-def lay_out(film: Film, painter, identity: dict, request: RenderRequest) -> FilmLayout:
-    """Plan each scene at the film's (or the preview's) size, with the call width its frame cache records."""
-    from zoetrope.film.rows import call_rows, measure_rows
-    from zoetrope.film.walk import ROWS, plan_scene, walk_params
-
-    width, height = film.size
-    if request.preview:
-        width, height = max(32, width // 2 // 8 * 8), max(32, height // 2 // 8 * 8)
-    plans, shots, cues, offset = [], [], [], 0.0
-    for scene_name, script in film.scenes:
-        cache = request.cache_root / scene_name / "frames"
-        params = walk_params(script, width, height)
-        rows = request.rows or call_rows(cache, identity, params, lambda p=params: measure_rows(painter, p, ROWS))
-        if request.batch_size is not None and request.batch_size > rows:
-            raise UserError(f"--batch-size: must be 1..{rows}, the painter call width here (got {request.batch_size}); "
-                            "see --rows")
-        plan = plan_scene(scene_name, script, identity, width=width, height=height, rows=rows)
-        scene = scene_shots(plan, cache, script.burn_subtitles)
-        if request.preview:  # every 4th frame; only those are rendered
-            plan.sequence = plan.sequence[::PREVIEW_STRIDE]
-            scene = scene[::PREVIEW_STRIDE]
-        plans.append((plan, cache))
-        shots += scene
-        cues += scene_cues(script, offset)
-        offset += script.frame_count() / script.fps
-    fps = film.fps / PREVIEW_STRIDE if request.preview else film.fps
-    return FilmLayout(plans, shots, cues, fps, (width, height))
+    """`scene NAME: ENGINE with MODEL (revision REV)` per scene, saying where each choice came from when it is
+    not the scene's own field (the schema's default, --models, the chain log)."""
+    return model_lines(inputs.film, inputs.choices)
 
 
 # ------------------------------------------------------------------------------------- render + encode
 
 
-def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int], audio: Path | None, feed,
+def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int], audio: tuple | None, feed,
                  bar: Progress) -> None:
     """Stream the film's frames into ffmpeg in order, each as soon as the walk has saved it."""
     from PIL import Image
@@ -276,7 +178,8 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
     from zoetrope.film.encode import FrameWriter, burn_subtitle, intertitle_card
 
     previous, image, card_text, card = None, None, None, None
-    with FrameWriter(path, fps, size, audio=audio) as writer:
+    sound, start = audio or (None, 0.0)
+    with FrameWriter(path, fps, size, audio=sound, audio_start=start) as writer:
         for shot in shots:
             if shot.path != previous:  # a hold repeats one cached frame: read it once
                 feed.wait(shot.path)
@@ -292,20 +195,46 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
             bar.update(1)
 
 
-def render_and_encode(painter, layout: FilmLayout, out: Path, audio: Path | None, batch_size: int | None,
+def render_scene(models, scene: SceneLayout, batch_size: int | None, walk_bar: Progress, feed,
+                 on_line: Callable[[str], None], walk_stats=None) -> tuple[int, int]:
+    """The walk's frames (unless Ray workers painted them: `walk_stats`), then each video chunk in film order
+    (a chunk may start from a walk frame). Returns (cached, rendered) units: walk frames and chunks."""
+    from zoetrope.film.engines import render_chunks
+    from zoetrope.film.walk import render_missing
+
+    parts, cached, rendered = [], 0, 0
+    if scene.walk is not None:
+        stats = walk_stats or render_missing(models.painter, scene.walk, scene.cache, batch_size, progress=walk_bar,
+                                             feed=feed)
+        parts.append(f"walk {stats.summary()}")
+        cached, rendered = stats.cached, stats.rendered
+    for engine in dict.fromkeys(c.engine for c in scene.chunks):
+        chunks = [c for c in scene.chunks if c.engine == engine]
+        stats = render_chunks(models.clip_for(engine, scene.script), chunks, scene.cache, scene.script, scene.width,
+                              scene.height, progress=walk_bar, feed=feed)
+        parts.append(f"{engine} {stats.summary()}")
+        cached, rendered = cached + stats.cached, rendered + stats.rendered
+    on_line(f"scene {scene.name}: {'; '.join(parts)}" if len(parts) > 1 or scene.walk is None
+            else f"scene {scene.name}: {parts[0].removeprefix('walk ')}")
+    return cached, rendered
+
+
+def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None, batch_size: int | None,
                       on_line: Callable[[str], None], progress: Callable[[str, int], Progress]) -> tuple[int, int]:
-    """The walk paints on this thread, saves on its writer thread, and the encoder thread takes frames in film
-    order: encoding overlaps painting, and the painter never waits for ffmpeg. Returns (cached, rendered)."""
-    from zoetrope.film.walk import FrameFeed, needed_jobs, render_missing
+    """The engines paint on this thread (the walk saves on its writer thread), and the encoder thread takes
+    frames in film order: encoding overlaps painting, and no engine waits for ffmpeg. `audio`: (file, seconds
+    into it where the film starts) or None. Returns (cached, rendered)."""
+    from zoetrope.film.walk import FrameFeed, needed_jobs
 
     feed, failures = FrameFeed(), []
-    walk_bar = progress("walk", sum(len(needed_jobs(p)) for p, _ in layout.plans))
+    total = sum(len(needed_jobs(s.walk)) for s in layout.scenes if s.walk is not None)
+    walk_bar = progress("walk", total + sum(c.frames for s in layout.scenes for c in s.chunks))
     encode_bar = progress("encode", len(layout.shots))
 
     def encode() -> None:
         try:
             encode_shots(layout.shots, out, layout.fps, layout.size, audio, feed, encode_bar)
-        except BaseException as exc:  # re-raised on the main thread; the walk stops at its next batch
+        except BaseException as exc:  # re-raised on the main thread; the engines stop at their next batch
             failures.append(exc)
             feed.consumer_failed(exc)
 
@@ -313,10 +242,16 @@ def render_and_encode(painter, layout: FilmLayout, out: Path, audio: Path | None
     encoder.start()
     cached = rendered = 0
     try:
-        for plan, cache in layout.plans:
-            stats = render_missing(painter, plan, cache, batch_size, progress=walk_bar, feed=feed)
-            cached, rendered = cached + stats.cached, rendered + stats.rendered
-            on_line(f"scene {plan.name}: {stats.summary()}")
+        walked = {}
+        if models.pool is not None:  # every scene's walk batches on the workers at once, back in film order
+            from zoetrope.film.distributed import render_scenes_ray
+
+            walks = [s for s in layout.scenes if s.walk is not None]
+            stats = render_scenes_ray(models.pool, [(s.walk, s.cache) for s in walks], batch_size, walk_bar, feed)
+            walked = {s.name: st for s, st in zip(walks, stats, strict=True)}
+        for scene in layout.scenes:
+            c, r = render_scene(models, scene, batch_size, walk_bar, feed, on_line, walked.get(scene.name))
+            cached, rendered = cached + c, rendered + r
     except BaseException as exc:
         feed.close(exc)  # the encoder stops waiting for frames that will not come
         raise
@@ -329,6 +264,45 @@ def render_and_encode(painter, layout: FilmLayout, out: Path, audio: Path | None
     if failures:
         raise failures[0]
     return cached, rendered
+
+
+def sidecar(inputs: FilmInputs, layout: FilmLayout, models) -> dict:
+    """The film's provenance: per scene and segment, the engine, models and revisions, seeds, prompts,
+    conditioning, and where it falls in the film (seconds)."""
+    from zoetrope.film.engines import segment_frames
+
+    refs = {"painter": models.painter.ref.as_log() if models.painter is not None else None}
+    refs |= {engine: clip.identity for engine, clip in models.clips.items()}
+    refs |= {"drift": {"painter": refs["painter"]}} if refs["painter"] else {}
+    scenes, offset = [], 0
+    for scene in layout.scenes:
+        script, segments = scene.script, []
+        for segment in scene.segments:
+            i, n = segment.index, len(segment.paths)
+            hold, transition = segment_frames(script, i)
+            entry = {"keyframe": i, "engine": segment.engine, "prompt": script.prompt_of(i),
+                     "negative_prompt": script.negative_of(i), "seed": script.seed_of(i),
+                     "frames": n, "hold_frames": hold, "transition_frames": transition,
+                     "seconds": [round(offset / script.fps, 4), round((offset + n) / script.fps, 4)],
+                     "model": refs["painter"] if segment.engine == "walk" else refs[segment.engine]}
+            if script.keyframes[i].image:
+                entry["image"] = script.keyframes[i].image
+            if script.keyframes[i].source:
+                entry["source"] = script.keyframes[i].source
+            if segment.chunks:
+                entry["chunks"] = [c.record() for c in segment.chunks]
+            segments.append(entry)
+            offset += n
+        scenes.append({"name": scene.name, "size": [scene.width, scene.height], "steps": script.steps,
+                       "guidance": script.guidance, "scheduler": script.scheduler, "segments": segments})
+    return {"kind": "zoetrope-film", "version": 1, "title": inputs.film.title, "film": inputs.out.name,
+            "frames": len(layout.shots), "fps": layout.fps, "size": list(layout.size),
+            "choices": {role: {"spec": c.spec, "revision": c.revision, "origin": c.origin}
+                        for role, c in inputs.choices.items()},
+            "models": refs, "scenes": scenes,
+            "audio": None if inputs.film.audio is None else {
+                "file": str(inputs.film.audio),
+                **(inputs.film.audio_spec.model_dump(exclude={"file"}) if inputs.film.audio_spec else {})}}
 
 
 @dataclass(frozen=True)
@@ -349,32 +323,53 @@ def render_film(request: RenderRequest, on_line: Callable[[str], None] = lambda 
     check_request(request)
     inputs = read_inputs(request)
     check_outputs(inputs, request.cache_root)
+    from zoetrope.film.audio_sync import sync_film
 
-    # 2. Say which painter paints each scene, and why, before it loads
+    inputs.film, timing = sync_film(inputs.film, request.cache_root)  # a bad audio file: one line, no model loaded
+
+    # 2. Say which engine and model render each scene, and why, before anything loads
     for line in painter_lines(inputs):
         on_line(line)
-    for note in inputs.notes:
+    for note in inputs.notes + (timing.notes if timing else []):
         on_line(f"note: {note}")
 
-    # 3. Load the painter and lay out every scene
-    from zoetrope.base.files import sweep_temps
-    from zoetrope.film.encode import write_srt
-    from zoetrope.film.walk import painter_identity
-    from zoetrope.settings.params import SpeedOptions
-    from zoetrope.stages.device import pick_device
-    from zoetrope.stages.models import load_painter, quiet_libraries
+    # 3. Load the models (the walk's on Ray workers with --ray) and lay out every scene (every key)
+    from zoetrope.film.choices import load_models
 
-    quiet_libraries()
-    speed = SpeedOptions(**request.speed)
-    choice = inputs.painter
-    painter = load_painter(choice.spec, pick_device(request.device), choice.revision, speed)
-    layout = lay_out(inputs.film, painter, painter_identity(painter, speed), request)
-    on_line(f"painter calls of {', '.join(str(n) for n in sorted({p.rows for p, _ in layout.plans}))} rows")
+    models = load_models(inputs.film, inputs.choices, request.device, request.speed, request.ray)
+    try:
+        return _render(request, inputs, models, timing, on_line, progress)
+    finally:
+        if models.pool is not None:
+            models.pool.close()
+
+
+def _render(request: RenderRequest, inputs: FilmInputs, models, timing, on_line: Callable[[str], None],
+            progress: Callable[[str, int], Progress]) -> RenderResult:
+    """render_film's steps 3 (layout) and 4 (render and encode), with the models loaded."""
+    from zoetrope.base.files import sweep_temps, write_durable
+    from zoetrope.film.audio_sync import plot_path, write_plot
+    from zoetrope.film.encode import write_srt
+
+    layout = lay_out(inputs.film, models, request)
+    if layout.rows:
+        on_line(f"painter calls of {', '.join(str(n) for n in layout.rows)} rows"
+                + (f" on {models.pool.describe()}" if models.pool is not None else ""))
 
     # 4. Render what the cache lacks while a second thread encodes the film as its frames appear, in order
-    srt = inputs.out.with_suffix(".srt")
-    sweep_temps(inputs.out.parent, (inputs.out.name, srt.name))  # a killed render's half film, not a live one's
-    cached, rendered = render_and_encode(painter, layout, inputs.out, inputs.film.audio, request.batch_size,
+    srt, record = inputs.out.with_suffix(".srt"), inputs.out.with_suffix(".json")
+    sweep_temps(inputs.out.parent, (inputs.out.name, srt.name, record.name, plot_path(inputs.out).name))  # dead ones
+    audio = None
+    if inputs.film.audio is not None:
+        spec = inputs.film.audio_spec
+        audio = (inputs.film.audio, (spec.start or 0.0) if spec is not None else 0.0)
+    cached, rendered = render_and_encode(models, layout, inputs.out, audio, request.batch_size,
                                          on_line, progress)
     write_srt(layout.cues, srt)
+    if timing is not None:
+        on_line(f"timing plot: {write_plot(inputs.out, timing, inputs.film.fps)}")
+    try:
+        write_durable(record, (json.dumps(sidecar(inputs, layout, models), indent=1) + "\n").encode())
+    except OSError as exc:
+        raise UserError(f"{record}: cannot write the film's record ({exc.strerror or exc})") from None
     return RenderResult(inputs.out, srt, len(layout.shots), layout.fps, layout.size, cached, rendered)

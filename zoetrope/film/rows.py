@@ -1,19 +1,28 @@
-"""How many rows a film's painter calls have: as many as the device's memory holds.
+"""How many rows a film's painter calls have: the fastest width that fits the device's memory.
 
 A walk pads every painter call to the same width so that a frame's bytes do not depend on the batch it was
-painted in (see walk.py), and that width is part of every frame's cache key. On CUDA the width is measured:
-the peak memory of a 1-row and a 2-row call gives a fixed cost and a cost per row, and the width is the
-largest power of two (at most MAX_ROWS) that fits in 80% of the free memory. Elsewhere it is walk.ROWS:
-a CPU's RAM is not what limits its batch, and 8 rows already amortise the per-call overhead
-(bench/walk.py). Free memory changes from run to run, so the first choice is written beside the frame
-cache and reused: a rerun finds its frames under the same keys. Renders that share a cache take the choice
-under a lock on the folder, so two of them started together measure once and paint the same keys.
+painted in (see walk.py), and that width is part of every frame's cache key. The width is measured, on every
+device: calls of 1, 2, 4, ... rows are timed (each after a warm-up call of its shape; on CPU in the process's
+CPU seconds, so that other processes' load on a shared machine does not choose it) and the width with the
+fewest seconds per frame wins, a wider one only when it saves at least WIDER_GAIN a frame (padding the last
+call costs more at larger widths). Candidates stop at what memory holds: on CUDA the peak memory of a 1-row and
+a 2-row call gives a fixed cost and a cost per row, and the largest power of two (at most MAX_ROWS) that fits
+in 80% of the free memory caps them; elsewhere `cap` (the render passes walk.ROWS) does, and a call that runs
+out of memory ends the search. Batching pays where a call's fixed cost matters (small images, the tiny
+models' Python overhead) and not where a row's convolutions fill the device (256 px on a 2-core CPU: 1 row).
+Speed and free memory change from run to run, so the first choice is written beside the frame cache and
+reused: a rerun finds its frames under the same keys, and caches made before the measurement (8 rows on CPU)
+keep theirs. Renders that share a cache take the choice under a lock on the folder, so two of them started
+together measure once and paint the same keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,6 +33,10 @@ from zoetrope.base.files import folder_lock, write_durable
 MAX_ROWS = 64
 MEMORY_SHARE = 0.8  # of the free memory; the rest absorbs allocator fragmentation and the caller's tensors
 CHOICES_NAME = "rows.json"
+WIDER_GAIN = 0.05  # a wider call must save 5% a frame to be chosen
+PROBE_STEPS = 4  # denoising steps of a timed probe call at most (the UNet's share of a frame, not all of it)
+
+log = logging.getLogger(__name__)
 
 
 def rows_that_fit(free_bytes: int, fixed_bytes: int, row_bytes: int, share: float = MEMORY_SHARE,
@@ -35,19 +48,56 @@ def rows_that_fit(free_bytes: int, fixed_bytes: int, row_bytes: int, share: floa
     return 1 << (n.bit_length() - 1)
 
 
-def measure_rows(painter, params, fallback: int) -> int:
-    """Rows that fit this device for `params` (fallback off CUDA)."""
-    if painter.plan.device != "cuda":
-        return fallback
-    embeds = painter.encode(["a probe of memory"], [""], params.guidance)
+def measure_rows(painter, params, cap: int) -> int:
+    """The fastest call width for `params` on this painter's device: powers of two up to what memory holds
+    (CUDA) or `cap` (elsewhere), timed per frame (the better of two calls); see the top."""
+    embeds = painter.encode(["a probe of speed"], [""], params.guidance)
     noise = painter.noise([0], params.width, params.height)
+    probe, warm = replace(params, steps=min(params.steps, PROBE_STEPS)), replace(params, steps=1)
 
+    def call(rows: int, p) -> None:
+        painter.paint(params=p, latents=noise.repeat(rows, 1, 1, 1),
+                      prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()})
+
+    # On CPU the process's CPU seconds: a machine shared with other work must not choose the width by its load
+    clock = time.process_time if painter.plan.device == "cpu" else time.perf_counter
+    if painter.plan.device == "cuda":
+        cap = _cuda_rows(call, warm)
+    seconds: dict[int, float] = {}
+    best, rows = 1, 1
+    while rows <= cap:
+        try:
+            call(rows, warm)  # the first call of a shape builds its kernels: not timed
+            seconds[rows] = min(_timed(call, rows, probe, clock) for _ in range(2)) / rows  # the less disturbed
+        except (torch.OutOfMemoryError, MemoryError):
+            break
+        except RuntimeError as exc:  # the CPU allocator's out-of-memory is a plain RuntimeError
+            if "alloc" not in str(exc).lower():
+                raise
+            break
+        if rows > 1:
+            if seconds[rows] > (1 - WIDER_GAIN) * seconds[best]:
+                break  # not faster per frame than the narrower call: wider ones would only pad more
+            best = rows
+        rows *= 2
+    log.info("painter call width %d at %dx%d: seconds per frame by width %s", best, params.width, params.height,
+             {n: round(t, 4) for n, t in seconds.items()})
+    return best
+
+
+def _timed(call, rows: int, params, clock) -> float:
+    start = clock()
+    call(rows, params)  # returns images: on CUDA that waits for the device
+    return clock() - start
+
+
+def _cuda_rows(call, params) -> int:
+    """Rows that fit 80% of the free CUDA memory, from the peaks of a 1-row and a 2-row call."""
     def peak(rows: int) -> int:
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        painter.paint(params=params, latents=noise.repeat(rows, 1, 1, 1),
-                      prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()})
+        call(rows, params)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
 

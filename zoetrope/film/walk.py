@@ -34,7 +34,6 @@ from zoetrope.base.files import sweep_temps, write_durable
 from zoetrope.film.interpolate import lerp, slerp
 from zoetrope.settings.params import PaintParams
 from zoetrope.settings.scene import SceneScript
-from zoetrope.settings.timing import frame_count, transition_ts
 
 ROWS = 8  # rows per painter call on CPU (the canonical micro-batch): fixed, so batching never changes a frame
 WALK_VERSION = 1  # bump when the rendering of a frame changes: it is part of every key
@@ -82,14 +81,19 @@ class WalkStats:
 
 def painter_identity(painter, speed=None) -> dict:
     """The parts of the painter that change a frame's pixels; speed options too (TAESD changes the picture,
-    and another attention kernel or memory layout may change its last bits)."""
+    and another attention kernel or memory layout may change its last bits); the LoRAs fused into it (sha256
+    and weight; none: the key is as before LoRAs existed, so older caches stay valid)."""
     from dataclasses import asdict
 
     from zoetrope.settings.params import SpeedOptions
+    from zoetrope.stages.lora import loras_of
     from zoetrope.stages.models import fingerprint
 
-    return {"model": fingerprint(painter.ref), "device": painter.plan.device, "dtype": painter.plan.dtype_name,
-            "speed": asdict(speed if speed is not None else SpeedOptions())}
+    identity = {"model": fingerprint(painter.ref), "device": painter.plan.device, "dtype": painter.plan.dtype_name,
+                "speed": asdict(speed if speed is not None else SpeedOptions())}
+    if loras := loras_of(painter):
+        identity["loras"] = [{"sha256": ref.sha256, "weight": ref.weight} for ref in loras]
+    return identity
 
 
 def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: int, b: int | None, t: float,
@@ -106,13 +110,17 @@ def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: i
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def plan_scene(name: str, script: SceneScript, identity: dict, *,
-               width: int | None = None, height: int | None = None, rows: int = ROWS) -> ScenePlan:
+def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | None = None,
+               height: int | None = None, rows: int = ROWS, only: set[int] | None = None) -> ScenePlan:
     """Lay out a scene's frames by the frame-count rule at the script's fps.
 
     `rows` is the painter call width the frames will be rendered at (part of their keys; see the top).
+    `only`: the segments (keyframe i's hold and its transition to i + 1) this walk renders, when other engines
+    render the rest (film/engines.py); `keyframe_start[i]` is then where segment i starts in this walk's
+    sequence. Every keyframe still gets its job (a transition needs both ends' embeddings and noise), but only
+    what the sequence shows is rendered, and keys do not depend on `only`. Frame counts and t come from the
+    script (`hold_frames`, `transition_ts_of`): the rule, or an audio-synced render's.
     """
-    fps = script.fps
     width, height = width or script.width, height or script.height
     jobs: list[Job] = []
     sequence: list[int] = []
@@ -122,11 +130,13 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *,
     for i in range(n_keys):
         keyframe_jobs.append(len(jobs))
         jobs.append(Job(i, None, 0.0, frame_key(identity, script, width, height, i, None, 0.0, rows)))
-    for i, keyframe in enumerate(script.keyframes):
+    for i in range(n_keys):
         starts.append(len(sequence))
-        sequence += [keyframe_jobs[i]] * frame_count(keyframe.hold, fps)
+        if only is not None and i not in only:
+            continue
+        sequence += [keyframe_jobs[i]] * script.hold_frames(i)
         if i + 1 < n_keys:
-            for t in transition_ts(frame_count(script.transition_of(i), fps), script.easing_of(i)):
+            for t in script.transition_ts_of(i):
                 sequence.append(len(jobs))
                 jobs.append(Job(i, i + 1, t, frame_key(identity, script, width, height, i, i + 1, t, rows)))
     return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows)

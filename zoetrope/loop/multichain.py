@@ -4,7 +4,9 @@ Each chain runs its own unchanged Chain/Runner/ChainWriter in a thread, with its
 models are shared through a gate that waits until every live chain has made its next model call, then runs
 the compatible calls as one batched forward. Noise comes from per-item CPU generators and the layers whose
 kernels depend on the batch run item by item (per_item.py), so chain k's captions and images are exactly
-those of running it alone with seed `seed + k - 1`.
+those of running it alone with seed `seed + k - 1`. With `exact=False` (`--chains-exact off`) the batched
+forwards use plain batched kernels: faster (bench/chains_exact.py), the same chains up to float reordering,
+which `replay verify` then judges by PSNR (each header's `wall` says which).
 """
 
 from __future__ import annotations
@@ -80,13 +82,21 @@ def _split(items: list, sizes: list[int]) -> list[list]:
 
 
 class _Shared:
-    """Delegates everything but the batched call to the wrapped model."""
+    """Delegates everything but the batched call to the wrapped model; `exact=False` runs the batched call
+    on plain batched kernels instead of per-item ones."""
 
-    def __init__(self, model, gate: BatchGate):
-        self._model, self._gate = model, gate
+    def __init__(self, model, gate: BatchGate, exact: bool = True):
+        self._model, self._gate, self._exact = model, gate, exact
 
     def __getattr__(self, name):
         return getattr(self._model, name)
+
+    def _kernels(self):
+        from contextlib import nullcontext
+
+        from zoetrope.stages import per_item
+
+        return nullcontext() if self._exact else per_item.batched()
 
 
 class GatedCaptioner(_Shared):
@@ -97,7 +107,8 @@ class GatedCaptioner(_Shared):
         sizes = [len(images) for images, _ in payloads]
         images = [im for ims, _ in payloads for im in ims]
         seeds = None if any(s is None for _, s in payloads) else [x for _, s in payloads for x in s]
-        return _split(self._model.caption(images, params, seeds), sizes)
+        with self._kernels():
+            return _split(self._model.caption(images, params, seeds), sizes)
 
 
 class GatedPainter(_Shared):
@@ -112,15 +123,20 @@ class GatedPainter(_Shared):
     def _run(self, params, payloads):
         sizes = [len(p[0]) for p in payloads]
         join = lambda i: None if payloads[0][i] is None else [x for p in payloads for x in p[i]]  # noqa: E731
-        images = self._model.paint(join(0), params=params, seeds=join(1), negative_prompts=join(2), init_images=join(3))
+        with self._kernels():
+            images = self._model.paint(join(0), params=params, seeds=join(1), negative_prompts=join(2),
+                                       init_images=join(3))
         return _split(images, sizes)
 
 
 def run_many(config, chains: int, root, painter, captioner, plan, stop, start_image=None,
-             on_step: Callable[[int, dict], None] = lambda k, record: None) -> int:
+             on_step: Callable[[int, dict], None] = lambda k, record: None, shared: list | None = None,
+             exact: bool = True) -> int:
     """Start `chains` chains under `root/chain-<k>` (seeds seed, seed+1, ...) and advance them together until
     `stop` is requested; `on_step(k, record)` hears of each committed step (k from 1). Returns the steps
-    committed over all chains; an error in any chain is re-raised once all have stopped."""
+    committed over all chains; an error in any chain is re-raised once all have stopped. `shared`: chain k's
+    (captioner, painter, gate) where its model calls go elsewhere (wall_ray.py: a gate per Ray worker).
+    `exact`: per-item kernels (each chain paints as it would alone) or plain batched ones (faster)."""
     from pathlib import Path
 
     from zoetrope.base.errors import UserError
@@ -140,22 +156,24 @@ def run_many(config, chains: int, root, painter, captioner, plan, stop, start_im
     configs = [config.model_copy(update={"seed": config.seed + k}) for k in range(chains)]
     extras_of = [gallery_extras(cfg, folder, plan.device, plan.dtype, measure_energy=False)
                  for cfg, folder in zip(configs, folders, strict=True)]
-    gate = BatchGate(chains)
-    shared_captioner, shared_painter = GatedCaptioner(captioner, gate), GatedPainter(painter, gate)
+    if shared is None:
+        gate = BatchGate(chains)
+        shared = [(GatedCaptioner(captioner, gate, exact), GatedPainter(painter, gate, exact), gate)] * chains
     done, errors = [0] * chains, []
 
     def advance(k: int, folder) -> None:
         try:
             cfg = configs[k]
-            writer, point = start_run(folder, cfg, start_image, painter, captioner, plan)
-            chain = Chain(cfg, shared_captioner, extras_of[k].painter_for(shared_painter), next_step=point.next_step)
+            wall = {"chains": chains, "chain": k + 1, "exact": exact}
+            writer, point = start_run(folder, cfg, start_image, painter, captioner, plan, wall=wall)
+            chain = Chain(cfg, shared[k][0], extras_of[k].painter_for(shared[k][1]), next_step=point.next_step)
             done[k] = run_chain(chain, writer, point, cfg.steps, stop,
                                 on_step=lambda record: on_step(k + 1, record), extras=extras_of[k])
         except BaseException as exc:  # reported after every chain has stopped
             errors.append(exc)
             stop.requested = True
         finally:
-            gate.leave()
+            shared[k][2].leave()
 
     threads = [threading.Thread(target=advance, args=(k, f), name=f"chain-{k + 1}") for k, f in enumerate(folders)]
     for t in threads:

@@ -40,11 +40,25 @@ def library_versions() -> dict:
 
 
 def new_header(run_id: str, config: LoopConfig, painter, captioner, plan: DevicePlan,
-               parent: dict | None = None) -> dict:
-    """The header of a new chain: the resolved config, the loaded models' ids and revisions, the environment."""
-    return make_header(run_id, config.model_dump(mode="json"),
-                       {"painter": painter.ref.as_header(), "captioner": captioner.ref.as_log()},
-                       library_versions(), plan.device, plan.dtype_name, parent)
+               parent: dict | None = None, wall: dict | None = None) -> dict:
+    """The header of a new chain: the resolved config, the loaded models' ids and revisions, the environment;
+    for a chain of `--chains K`, `wall` ({"chains": K, "chain": k, "exact": bool}): with `exact` false its
+    images came from plain batched kernels, and `replay verify` compares them by PSNR."""
+    header = make_header(run_id, config.model_dump(mode="json"),
+                         {"painter": painter_entry(painter), "captioner": captioner.ref.as_log()},
+                         library_versions(), plan.device, plan.dtype_name, parent)
+    if wall is not None:
+        header["wall"] = wall
+    return header
+
+
+def painter_entry(painter) -> dict:
+    """The header's painter: id, revision, weights hash and, when LoRAs are fused in, their names, sha256s and
+    weights (the PNGs' provenance reads them from here)."""
+    from zoetrope.stages.lora import loras_of
+
+    loras = [ref.as_header() for ref in loras_of(painter)]
+    return painter.ref.as_header() | ({"loras": loras} if loras else {})
 
 
 class StopFlag:
@@ -134,9 +148,9 @@ def gallery_extras(config: LoopConfig, folder: Path, device: str = "cpu", dtype=
 
 
 def open_models(painter_spec: str, captioner_spec: str, revisions: tuple[str | None, str | None] = (None, None),
-                device: str | None = None, speed=None):
+                device: str | None = None, speed=None, loras=()):
     """Load both models once for the run (a load failure is a UserError that says what to do).
-    `speed` is a config.SpeedSettings (attention, channels_last, compile, vae)."""
+    `speed` is a config.SpeedSettings (attention, channels_last, compile, vae); `loras` the config's LoRAs."""
     from zoetrope.settings.params import SpeedOptions
     from zoetrope.stages.device import pick_device
     from zoetrope.stages.models import load_captioner, load_painter, quiet_libraries
@@ -144,15 +158,15 @@ def open_models(painter_spec: str, captioner_spec: str, revisions: tuple[str | N
     quiet_libraries()
     plan = pick_device(device)
     options = speed.options() if speed is not None else SpeedOptions()
-    painter = load_painter(painter_spec, plan, revisions[0], options)  # `tiny` has no Hub revision: ignored
+    painter = load_painter(painter_spec, plan, revisions[0], options, loras=loras)  # `tiny`: no Hub revision
     captioner = load_captioner(captioner_spec, plan, revisions[1])
     return painter, captioner, plan
 
 
 def start_run(folder: Path, config: LoopConfig, start_image: Image.Image | None, painter, captioner,
-              plan: DevicePlan, parent: dict | None = None) -> tuple[ChainWriter, Resumable]:
+              plan: DevicePlan, parent: dict | None = None, wall: dict | None = None) -> tuple[ChainWriter, Resumable]:
     """Create a chain folder: header (and start.png), durable before the first step begins."""
-    header = new_header(folder.name, config, painter, captioner, plan, parent)
+    header = new_header(folder.name, config, painter, captioner, plan, parent, wall)
     writer = ChainWriter.create(folder, header, start_image)
     if start_image is None:
         return writer, Resumable(1, None, None, None, [])

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from zoetrope.settings.params import SCHEDULERS, CaptionParams, PaintParams
 from zoetrope.settings.parsing import Strict, load_yaml_model
@@ -25,6 +25,30 @@ class ModelSettings(BaseModel):
     captioner: str = Field("blip-base", description="preset, local folder, Hub id, or tiny")
     painter_revision: str | None = None
     captioner_revision: str | None = None
+
+
+class LoraSettings(BaseModel):
+    """A LoRA style fused into the painter: a .safetensors file (or a folder as diffusers' save_lora_weights
+    writes it), relative to the config's folder, and how strongly it applies (A1111's `<lora:name:weight>`)."""
+
+    model_config = Strict
+    path: str = Field(min_length=1, description="LoRA .safetensors file or diffusers LoRA folder")
+    weight: float = Field(1.0, ge=-10.0, le=10.0, description="0 leaves the painter as it is; negative inverts")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str, info: ValidationInfo) -> str:
+        """Found now, relative to the config's folder (context["base"]), and kept as an absolute path, so a
+        resumed chain finds it from any working folder. Without a context (a logged config) it is taken as
+        given; the loader then names a file that has gone."""
+        base = (info.context or {}).get("base")
+        if base is None:
+            return value
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else Path(base) / path
+        if not (path.is_file() or path.is_dir()):
+            raise ValueError(f"LoRA file not found: {path}")
+        return str(path.resolve())
 
 
 class StartSettings(BaseModel):
@@ -230,6 +254,7 @@ class LoopConfig(BaseModel):
     steps: int | None = Field(None, ge=1, description="stop after this many steps; none = endless")
     start: StartSettings = Field(default_factory=lambda: StartSettings(prompt="a photograph of an empty gallery"))
     models: ModelSettings = Field(default_factory=ModelSettings)
+    loras: list[LoraSettings] = Field(default_factory=list, max_length=16, description="LoRA styles of the painter")
     caption: CaptionSettings = Field(default_factory=CaptionSettings)
     paint: PaintSettings = Field(default_factory=PaintSettings)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
@@ -247,4 +272,5 @@ class LoopConfig(BaseModel):
 
 
 def load_loop_config(path: Path | None) -> LoopConfig:
-    return LoopConfig() if path is None else load_yaml_model(path, LoopConfig)
+    # Paths in the file (loras) are relative to its folder.
+    return LoopConfig() if path is None else load_yaml_model(path, LoopConfig, {"base": str(Path(path).parent)})

@@ -21,59 +21,31 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from zoetrope.base.errors import UserError
+from zoetrope.settings.media import AudioSpec, check_audio_field, check_image, field_error
 from zoetrope.settings.params import SCHEDULERS
 from zoetrope.settings.parsing import Strict, load_yaml_model
-from zoetrope.settings.timing import EASINGS, frame_count
+from zoetrope.settings.schedules import ColorCoherence, Motion, check_motion
+from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
 
 SCHEMA_VERSION = 1
 ANCESTRAL = {"euler_a"}  # add fresh noise every step: a walk through them flickers
 Easing = Literal["linear", "ease-in", "ease-out", "ease-in-out", "smoothstep"]
-Engine = Literal["walk", "ltx", "animatediff"]
-ENGINE_SIZE_MULTIPLE = {"walk": 8, "ltx": 32, "animatediff": 8}  # VAE downsampling; LTX's VAE x its patching
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+Engine = Literal["walk", "ltx", "animatediff", "drift"]
+ENGINE_SIZE_MULTIPLE = {"walk": 8, "ltx": 32, "animatediff": 8, "drift": 8}  # VAE downsampling; LTX's VAE x patches
 Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels; a multiple of 8 (VAE downsampling)")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="names the frame-cache folder")]
 assert set(EASINGS) == set(Easing.__args__)  # one list of curves
-
-
-def _field_error(loc: tuple, message: str, value) -> ValidationError:
-    """A validation error at a nested location, so the message names e.g. keyframes[3].transition."""
-    return ValidationError.from_exception_data(
-        "scene", [InitErrorDetails(type=PydanticCustomError("scene", message), loc=loc, input=value)]
-    )
-
-
-def _check_audio(value: str | None, info: ValidationInfo) -> str | None:
-    """The audio file must exist now, relative to the script's folder (context["base"]), not at encode time."""
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("base", "."))
-    path = Path(value) if Path(value).is_absolute() else base / value
-    if not path.is_file():
-        raise ValueError(f"audio file not found: {path}")
-    return str(path)
-
-
-def _check_image(value: str | None, info: ValidationInfo) -> str | None:
-    """A keyframe's `image:` must be a readable picture now (relative to the script's folder), not at render time."""
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("base", "."))
-    path = Path(value) if Path(value).is_absolute() else base / value
-    if not path.is_file():
-        raise ValueError(f"image file not found: {path}")
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as exc:  # Pillow's reasons vary by format; the line names the file either way
-        raise ValueError(f"not a readable image: {path} ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
-    return str(path)
 
 
 class Keyframe(BaseModel):
@@ -91,6 +63,8 @@ class Keyframe(BaseModel):
     image: str | None = Field(None, description="a picture this keyframe is (ltx conditions its clips on it)")
     source: str | None = Field(None, description="where this keyframe came from (e.g. a screenplay line); "
                                                 "recorded in the film's sidecar")
+    motion: Motion | None = Field(None, description="a drift from this keyframe: zoom, angle, translate, strength")
+    color_coherence: ColorCoherence | None = Field(None, description="drift: match_first (default: the scene's)")
 
     @field_validator("transition")
     @classmethod
@@ -104,7 +78,7 @@ class Keyframe(BaseModel):
     @field_validator("image")
     @classmethod
     def _image_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _check_image(value, info)
+        return check_image(value, info)
 
 
 class SceneScript(BaseModel):
@@ -125,13 +99,16 @@ class SceneScript(BaseModel):
     transition: float = Field(2.0, gt=0, le=3600, description="default seconds between keyframes")
     easing: Easing = "ease-in-out"
     burn_subtitles: bool = Field(False, description="draw subtitles on the frames (the .srt is always written)")
-    audio: str | None = Field(None, description="audio file, relative to the script; cut to the picture")
+    audio: AudioSpec | None = Field(None, description="audio file, relative to the script; cut to the picture; "
+                                    "or {file, sync, snap, start, end}")
     engine: Engine = Field("walk", description="walk (latent walk of the painter), ltx or animatediff")
     ltx_model: str = Field("ltx-video", description="the ltx engine's model: preset, folder or Hub id (--models ltx=)")
     motion_adapter: str = Field("animatediff-v1-5-3", description="the animatediff engine's motion adapter, over "
                                 "`model` (an SD 1.5-family painter); --models animatediff=")
     vae_tiling: bool = Field(False, description="video engines: decode in tiles (less memory; may change pixels)")
     cpu_offload: bool = Field(False, description="video engines on CUDA: keep idle submodels in RAM")
+    motion: Motion | None = Field(None, description="drift every segment (schedules count from the scene's start)")
+    color_coherence: ColorCoherence = Field("none", description="drift: match_first keeps each segment's palette")
     keyframes: list[Keyframe] = Field(min_length=1)
 
     @field_validator("scheduler")
@@ -143,17 +120,21 @@ class SceneScript(BaseModel):
             raise ValueError("ancestral samplers add fresh noise every step and make a walk flicker; use euler")
         return value
 
-    @field_validator("audio")
+    @field_validator("audio", mode="before")
     @classmethod
-    def _audio_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _check_audio(value, info)
+    def _audio_exists(cls, value, info: ValidationInfo):
+        return check_audio_field(value, info)
+
+    # Frame counts and walk positions set by an audio-synced render (film/audio_sync.py): None follows the rule.
+    _frames: list[tuple[int, int]] | None = PrivateAttr(None)
+    _ts: dict[int, list[float]] | None = PrivateAttr(None)
 
     @field_validator("keyframes")
     @classmethod
     def _last_has_no_transition(cls, keyframes: list[Keyframe]) -> list[Keyframe]:
         last = keyframes[-1]
         if last.transition is not None:
-            raise _field_error((len(keyframes) - 1, "transition"),
+            raise field_error((len(keyframes) - 1, "transition"),
                                "the last keyframe has no transition (nothing follows it)", last.transition)
         return keyframes
 
@@ -164,6 +145,19 @@ class SceneScript(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _motions(self):
+        """A `motion:` only where a drift renders, its schedules inside their span and its strengths real."""
+        for i, keyframe in enumerate(self.keyframes):
+            if keyframe.motion is not None and self.engine_of(i) != "drift":
+                raise field_error(("keyframes", i, "motion"), f"a motion needs the drift engine, not {self.engine_of(i)}",
+                                  None)
+            check_motion(keyframe.motion, loc=("keyframes", i, "motion"), fps=self.fps, steps=self.steps,
+                         frames_total=frame_count(keyframe.hold, self.fps) + frame_count(self.transition_of(i), self.fps))
+        check_motion(self.motion, loc=("motion",), frames_total=self.frame_count(), fps=self.fps, within="scene",
+                     steps=self.steps)
+        return self
+
+    @model_validator(mode="after")
     def _engine_sizes(self):
         """Each engine's size rule, named at the field (a size the engine cannot take loads no model)."""
         for engine in self.engines():
@@ -171,7 +165,7 @@ class SceneScript(BaseModel):
             for field in ("width", "height"):
                 value = getattr(self, field)
                 if value % multiple:
-                    raise _field_error((field,), f"the {engine} engine needs a multiple of {multiple} (got {value})",
+                    raise field_error((field,), f"the {engine} engine needs a multiple of {multiple} (got {value})",
                                        value)
         return self
 
@@ -185,8 +179,18 @@ class SceneScript(BaseModel):
         return self.transition if t is None else 0.0 if t == "cut" else t
 
     def engine_of(self, i: int) -> str:
-        """The engine of the segment that starts at keyframe i (its hold and its transition to i + 1)."""
-        return self.keyframes[i].engine or self.engine
+        """The engine of the segment that starts at keyframe i (its hold and its transition to i + 1): its own
+        `engine:`, else `drift` where a `motion:` applies (the keyframe's, or the scene's when the scene names
+        no engine), else the scene's."""
+        keyframe = self.keyframes[i]
+        if keyframe.engine:
+            return keyframe.engine
+        if keyframe.motion is not None or (self.motion is not None and "engine" not in self.model_fields_set):
+            return "drift"
+        return self.engine
+
+    def color_coherence_of(self, i: int) -> str:
+        return self.keyframes[i].color_coherence or self.color_coherence
 
     def engines(self) -> list[str]:
         """The engines this scene uses, in order of first use."""
@@ -207,10 +211,32 @@ class SceneScript(BaseModel):
         seed = self.keyframes[i].seed
         return (self.seed + i) % 2**31 if seed is None else seed
 
+    def hold_frames(self, i: int) -> int:
+        """Frames of keyframe i's hold: round(hold x fps), or what an audio-synced render set."""
+        return self._frames[i][0] if self._frames else frame_count(self.keyframes[i].hold, self.fps)
+
+    def transition_frames(self, i: int) -> int:
+        return self._frames[i][1] if self._frames else frame_count(self.transition_of(i), self.fps)
+
+    def transition_ts_of(self, i: int) -> list[float]:
+        """The walk's t for each frame of transition i: the eased rule, or the audio-driven positions."""
+        if self._ts and i in self._ts:
+            return self._ts[i]
+        return transition_ts(self.transition_frames(i), self.easing_of(i))
+
+    def synced(self, frames: list[tuple[int, int]], ts: dict[int, list[float]]) -> SceneScript:
+        """A copy whose frame counts and transition positions follow the audio (film/audio_sync.py)."""
+        if len(frames) != len(self.keyframes) or frames[-1][1] != 0:
+            raise ValueError(f"`frames` must have one (hold, transition) per keyframe, the last with no transition "
+                             f"but is {frames}.")
+        copy = self.model_copy()
+        copy._frames, copy._ts = list(frames), dict(ts)
+        return copy
+
     def frame_count(self) -> int:
-        """The frame-count rule: sum of round(hold x fps) plus sum of round(transition x fps)."""
-        return sum(frame_count(k.hold, self.fps) + frame_count(self.transition_of(i), self.fps)
-                   for i, k in enumerate(self.keyframes))
+        """The frame-count rule: sum of round(hold x fps) plus sum of round(transition x fps) (or the synced
+        counts of an audio-synced render)."""
+        return sum(self.hold_frames(i) + self.transition_frames(i) for i in range(len(self.keyframes)))
 
 
 class FilmFile(BaseModel):
@@ -219,13 +245,13 @@ class FilmFile(BaseModel):
     model_config = Strict
     schema_version: Literal[1] = SCHEMA_VERSION
     title: str = ""
-    audio: str | None = Field(None, description="audio for the whole film, relative to this file")
+    audio: AudioSpec | None = Field(None, description="audio for the whole film, relative to this file")
     scenes: list[SceneScript] = Field(min_length=1)
 
-    @field_validator("audio")
+    @field_validator("audio", mode="before")
     @classmethod
-    def _audio_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _check_audio(value, info)
+    def _audio_exists(cls, value, info: ValidationInfo):
+        return check_audio_field(value, info)
 
     @field_validator("scenes")
     @classmethod
@@ -234,16 +260,16 @@ class FilmFile(BaseModel):
         first = scenes[0]
         for i, scene in enumerate(scenes):
             if scene.name is None:
-                raise _field_error((i, "name"), "a scene in a film file needs a name", None)
+                raise field_error((i, "name"), "a scene in a film file needs a name", None)
             if scene.name in seen:
-                raise _field_error((i, "name"), f"duplicate scene name {scene.name!r}", scene.name)
+                raise field_error((i, "name"), f"duplicate scene name {scene.name!r}", scene.name)
             seen.add(scene.name)
             for field in ("fps", "width", "height"):
                 if getattr(scene, field) != getattr(first, field):
-                    raise _field_error((i, field), f"every scene must have the first scene's {field} "
+                    raise field_error((i, field), f"every scene must have the first scene's {field} "
                                        f"({getattr(first, field)})", getattr(scene, field))
             if scene.audio is not None:
-                raise _field_error((i, "audio"), "in a film file, audio belongs to the film, not a scene", scene.audio)
+                raise field_error((i, "audio"), "in a film file, audio belongs to the film, not a scene", scene.audio)
         return scenes
 
 
@@ -254,6 +280,7 @@ class Film:
     title: str
     scenes: list[tuple[str, SceneScript]]
     audio: Path | None
+    audio_spec: AudioSpec | None = None  # `audio:` as a mapping (sync, snap, start, end), when it was one
 
     @property
     def fps(self) -> int:
@@ -268,9 +295,12 @@ class Film:
         return sum(s.frame_count() for _, s in self.scenes)
 
 
-def load_film(path: Path) -> Film:
-    """Read a scene script or a film file; any mistake is a UserError `file:line: field: message`."""
+def load_film(path: Path, screenplay: dict | None = None) -> Film:
+    """Read a scene script, a film file or a Fountain screenplay (`screenplay`: its film options from the command
+    line, see settings/screenplay.py); any mistake is a UserError `file:line: field: message`."""
     path = Path(path)
+    if path.suffix.lower() in (".fountain", ".spmd"):
+        return screenplay_film(path, screenplay)[0]
     context = {"base": str(path.parent)}
     try:
         top = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -278,12 +308,30 @@ def load_film(path: Path) -> Film:
         top = None  # load_yaml_model reports it with the line
     if isinstance(top, dict) and "scenes" in top:
         film = load_yaml_model(path, FilmFile, context)
-        return Film(film.title, [(s.name, s) for s in film.scenes], Path(film.audio) if film.audio else None)
+        return Film(film.title, [(s.name, s) for s in film.scenes], *_audio_of(film.audio))
     script = load_yaml_model(path, SceneScript, context)
     name = script.name or path.stem
     if not _valid_name(name):
         raise UserError(f"{path}: the file name {path.stem!r} cannot name a cache folder; add a `name:` key")
-    return Film(script.title, [(name, script)], Path(script.audio) if script.audio else None)
+    return Film(script.title, [(name, script)], *_audio_of(script.audio))
+
+
+def _audio_of(audio: AudioSpec | None) -> tuple[Path | None, AudioSpec | None]:
+    return (Path(audio.file), audio) if audio is not None else (None, None)
+
+
+def screenplay_film(path: Path, flags: dict | None = None):
+    """A screenplay as a Film, validated by the same FilmFile schema as the YAML `scene from-screenplay` writes
+    of it, and the Screenplay it was mapped from (its film-file data, title page and where options came from)."""
+    from zoetrope.settings.screenplay import read_screenplay
+
+    path = Path(path)
+    page = read_screenplay(path, flags)
+    try:
+        film = FilmFile.model_validate(page.data, context={"base": str(path.parent)})
+    except ValidationError as exc:
+        raise UserError(page.explain(exc)) from None
+    return Film(film.title, [(s.name, s) for s in film.scenes], Path(film.audio) if film.audio else None), page
 
 
 def _valid_name(name: str) -> bool:

@@ -53,15 +53,15 @@ def resolve(role: Role, spec: str, revision: str | None = None) -> ModelRef:
     )
 
 
-def _advice(ref: ModelRef) -> str:
+def advice(ref: ModelRef) -> str:
     preset = next((p.name for p in PRESETS.values() if p.repo_id == ref.id), None)
     return (f"Run `python run_loop.py models pull {preset or ref.id}` on a connected machine, pass a local model "
             "folder, or use --models tiny to try the installation offline")
 
 
-def _load_error(ref: ModelRef, exc: BaseException) -> ModelLoadError:
+def load_error(ref: ModelRef, exc: BaseException) -> ModelLoadError:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return ModelLoadError(f"cannot load {ref.role} '{ref.id}' ({reason}). {_advice(ref)}")
+    return ModelLoadError(f"cannot load {ref.role} '{ref.id}' ({reason}). {advice(ref)}")
 
 
 # ------------------------------------------------------------------------------- offline, detected at once
@@ -129,10 +129,10 @@ def hub_source(source: str, revision: str | None, marker: str, local_only: bool 
 def from_cache_only(ref: ModelRef, local_only: bool = False) -> bool:
     """hub_source for a resolved model; one ModelLoadError line saying why and what to do when it cannot be had."""
     try:
-        return hub_source(ref.source, ref.revision, "model_index.json" if ref.role == "painter" else "config.json",
-                          local_only)
+        marker = "model_index.json" if ref.role in ("painter", "ltx", "upscaler") else "config.json"  # pipelines
+        return hub_source(ref.source, ref.revision, marker, local_only)
     except FileNotFoundError as exc:
-        raise ModelLoadError(f"cannot load {ref.role} '{ref.id}': {exc}. {_advice(ref)}") from None
+        raise ModelLoadError(f"cannot load {ref.role} '{ref.id}': {exc}. {advice(ref)}") from None
 
 
 def load_painter_pipelines(ref: ModelRef, plan: DevicePlan, local_only: bool = False):
@@ -140,7 +140,7 @@ def load_painter_pipelines(ref: ModelRef, plan: DevicePlan, local_only: bool = F
     cache_only = from_cache_only(ref, local_only)  # before diffusers is even imported
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
-    _apply_quiet()
+    apply_quiet()
     kwargs = {"dtype": plan.dtype, "safety_checker": None, "requires_safety_checker": False,
               "local_files_only": cache_only}
     if ref.revision and ref.id != TINY:
@@ -148,7 +148,7 @@ def load_painter_pipelines(ref: ModelRef, plan: DevicePlan, local_only: bool = F
     try:
         text2img = AutoPipelineForText2Image.from_pretrained(ref.source, **kwargs)
     except Exception as exc:  # any failure is reported as one actionable line; nothing is substituted
-        raise _load_error(ref, exc) from exc
+        raise load_error(ref, exc) from exc
     text2img.to(plan.device)
     text2img.set_progress_bar_config(disable=True)
     img2img = AutoPipelineForImage2Image.from_pipe(text2img)
@@ -161,25 +161,30 @@ def load_captioner_model(ref: ModelRef, plan: DevicePlan):
     cache_only = from_cache_only(ref)
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    _apply_quiet()
+    apply_quiet()
     kwargs = {"local_files_only": cache_only} | ({"revision": ref.revision} if ref.revision and ref.id != TINY else {})
     try:
         processor = BlipProcessor.from_pretrained(ref.source, **kwargs)
         model = BlipForConditionalGeneration.from_pretrained(ref.source, dtype=plan.dtype, **kwargs)
     except Exception as exc:  # reported as one actionable line; nothing is substituted
-        raise _load_error(ref, exc) from exc
+        raise load_error(ref, exc) from exc
     return model.to(plan.device).eval(), processor
 
 
 def load_painter(spec: str, plan: DevicePlan, revision: str | None = None, speed: SpeedOptions | None = None,
-                 local_only: bool = False):
-    """The painter named by `spec`; with `local_only`, only from this machine's files (inspect's measures)."""
+                 local_only: bool = False, loras=()):
+    """The painter named by `spec`; with `local_only`, only from this machine's files (inspect's measures);
+    `loras` ({path, weight} each) fused into its weights (stages/lora.py) and listed as `painter.loras`."""
+    from zoetrope.stages.lora import fuse_loras
     from zoetrope.stages.paint import Painter
 
     ref = resolve("painter", spec, revision)
     text2img, img2img = load_painter_pipelines(ref, plan, local_only)
+    fused = fuse_loras(text2img, loras, ref.id)  # before the speed options: torch.compile sees the fused weights
     apply_speed(text2img, img2img, speed or SpeedOptions(), plan, ref)
-    return Painter(text2img, img2img, replace(pin_revision(ref), weights_hash=weights_hash(ref)), plan)
+    painter = Painter(text2img, img2img, replace(pin_revision(ref), weights_hash=weights_hash(ref)), plan)
+    painter.loras = tuple(fused)
+    return painter
 
 
 def apply_speed(text2img, img2img, speed: SpeedOptions, plan: DevicePlan, ref: ModelRef) -> None:
@@ -219,7 +224,7 @@ def load_taesd(spec: str, painter: ModelRef, plan: DevicePlan):
     try:
         return AutoencoderTiny.from_pretrained(source, dtype=plan.dtype, local_files_only=cache_only).to(plan.device)
     except Exception as exc:  # reported as one actionable line; the full VAE is not silently kept
-        raise (missing or _load_error(ref, exc)) from exc
+        raise (missing or load_error(ref, exc)) from exc
 
 
 def load_captioner(spec: str, plan: DevicePlan, revision: str | None = None):
@@ -251,10 +256,10 @@ def quiet_libraries() -> None:
     disable_progress_bars()  # transformers reads this flag when it is imported
     os.environ["TRANSFORMERS_VERBOSITY"] = os.environ["DIFFUSERS_VERBOSITY"] = "error"
     _quiet.append(True)
-    _apply_quiet()
+    apply_quiet()
 
 
-def _apply_quiet() -> None:
+def apply_quiet() -> None:
     import sys
 
     for name in ("transformers", "diffusers") if _quiet else ():
@@ -267,10 +272,13 @@ def _apply_quiet() -> None:
 
 
 def pull(preset_or_id: str, revision: str | None = None) -> Path:
-    """Download a preset (or Hub id) into the Hugging Face cache so later runs work offline."""
+    """Download a preset (at its pinned revision, if it has one) or a Hub id into the Hugging Face cache, so
+    later runs work offline."""
     from huggingface_hub import snapshot_download
 
     repo_id = PRESETS[preset_or_id].repo_id if preset_or_id in PRESETS else preset_or_id
+    if revision is None and preset_or_id in PRESETS:  # the commit the preset pins, which loads look up offline
+        revision = PRESETS[preset_or_id].revision
     if repo_id.count("/") != 1:
         raise UserError(f"models pull: '{preset_or_id}' is not a preset ({', '.join(PRESETS)}) or a Hub id")
     if why := hub_offline_reason():  # said at once, not after the Hub client's retries
@@ -339,7 +347,7 @@ def load_safety_checker(spec: str, device: str, dtype: torch.dtype | None = None
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPImageProcessor
 
-    _apply_quiet()
+    apply_quiet()
     source = str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
     try:
         cache_only = hub_source(source, None, "config.json")
@@ -379,7 +387,7 @@ def load_text_embedder(spec: str, plan: DevicePlan, local_only: bool = False):
         cache_only = hub_source(source, None, "config.json", local_only)
         from transformers import AutoModel, AutoTokenizer
 
-        _apply_quiet()
+        apply_quiet()
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=cache_only)
         model = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=cache_only)
     except Exception as exc:  # reported as one actionable line; the caller decides what to use instead

@@ -243,4 +243,51 @@ class Painter:
             latents = self.noise(seeds, params.width, params.height)
         latents = latents.to(self.plan.device, self.plan.dtype)
         with per_item.active() if seeded else nullcontext():
+            if self.lean(prompt_embeds, params):
+                embeds = prompt_embeds if prompt_embeds is not None else self.encode(prompts, negative_prompts,
+                                                                                     params.guidance)
+                return self.decode(self.denoise(embeds, latents, params))
             return self.text2img(latents=latents, width=params.width, height=params.height, **common).images
+
+    def lean(self, prompt_embeds: PromptEmbeds | None, params: PaintParams) -> bool:
+        """Whether `denoise` + `decode` reproduce the pipeline's own `__call__` for this call: Stable Diffusion's
+        UNet without a guidance embedding (not SDXL's added conditions), and the negative embeddings at hand
+        when guidance needs them."""
+        from diffusers import StableDiffusionPipeline
+
+        pipe = self.text2img
+        if type(pipe) is not StableDiffusionPipeline or pipe.unet.config.time_cond_proj_dim is not None:
+            return False
+        return params.guidance <= 1.0 or prompt_embeds is None or "negative_prompt_embeds" in prompt_embeds
+
+    @torch.inference_mode()
+    def denoise(self, embeds: PromptEmbeds, latents: torch.Tensor, params: PaintParams) -> torch.Tensor:
+        """Stable Diffusion's denoising loop on the pipeline's own UNet and scheduler, as `__call__` runs it
+        (diffusers 0.42: same calls, same order, so the same numbers) without its per-call work: input checks
+        for prompts we never pass, callbacks, IP-adapter and LoRA branches, the progress bar. Unit-variance
+        `latents` in (scaled here by the scheduler's init sigma), denoised latents out."""
+        pipe, scheduler = self.text2img, self.text2img.scheduler
+        device = self.plan.device
+        cfg = params.guidance > 1.0
+        text = embeds["prompt_embeds"].to(device=device, dtype=pipe.text_encoder.dtype)
+        if cfg:
+            negative = embeds["negative_prompt_embeds"].to(device=device, dtype=pipe.text_encoder.dtype)
+            text = torch.cat([negative, text])
+        scheduler.set_timesteps(params.steps, device=device)
+        latents = latents.to(device) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            model_input = torch.cat([latents] * 2) if cfg else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            noise = pipe.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
+            if cfg:
+                uncond, cond = noise.chunk(2)
+                noise = uncond + params.guidance * (cond - uncond)
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+        return latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Latents -> 8-bit RGB images, as the pipeline decodes and post-processes them."""
+        pipe = self.text2img
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])

@@ -17,8 +17,8 @@ TINY = "tiny"
 
 TINY_BUILD_VERSION = "1"  # bump when the tiny builder changes: it names the cache folder
 # Pinned Hub commits of the video presets (set by stages/ltx.py's and stages/animatediff.py's owners).
-LTX_REVISION: str | None = None
-ANIMATEDIFF_REVISION: str | None = None
+LTX_REVISION: str | None = "e58e28c39631af4d1468ee57a853764e11c1d37e"  # Lightricks/LTX-Video-0.9.5
+ANIMATEDIFF_REVISION: str | None = "449d8993ead63a068e1030eb26925132814db1c8"
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ PRESETS: dict[str, Preset] = {
         Preset("blip-large", "captioner", "Salesforce/blip-image-captioning-large", "BLIP large captioner"),
         Preset("taesd", "decoder", "madebyollin/taesd", "tiny SD 1/2 decoder for previews and fast films (--vae taesd)"),
         Preset("taesdxl", "decoder", "madebyollin/taesdxl", "tiny SDXL decoder (--vae taesd with an SDXL painter)"),
-        Preset("ltx-video", "ltx", "Lightricks/LTX-Video", "LTX-Video 0.9: text/image-to-video, 8k+1 frames, sizes /32",
-               LTX_REVISION),
+        Preset("ltx-video", "ltx", "Lightricks/LTX-Video-0.9.5",
+               "LTX-Video 0.9.5 (2B): keyframe/video-conditioned clips, 8k+1 frames, sizes /32", LTX_REVISION),
         Preset("sd-x2-latent-upscaler", "upscaler", "stabilityai/sd-x2-latent-upscaler",
                "x2 latent upscaler (StableDiffusionLatentUpscalePipeline)"),
         Preset("sd-x4-upscaler", "upscaler", "stabilityai/stable-diffusion-x4-upscaler",

@@ -106,8 +106,9 @@ class ClipCondition:
 
 @dataclass(frozen=True)
 class ClipRequest:
-    """One call of a video model. `prompts` maps a clip frame to the prompt from that frame on ({0: p} for one
-    prompt; more entries travel from prompt to prompt where the engine can). `frames` must be a count the
+    """One call of a video model. `prompts` maps a clip frame to its prompt ({0: p} for one prompt; with more
+    entries an engine that can travel reaches each prompt exactly at its frame, moving gradually between keys,
+    and holds the last to the end; AnimateDiff can, LTX cannot). `frames` must be a count the
     engine takes (`ClipPainterLike.call_frames` of the frames wanted); the film engine trims the surplus."""
 
     prompts: dict[int, str]
@@ -120,6 +121,10 @@ class ClipRequest:
     guidance: float
     fps: int
     conditions: tuple[ClipCondition, ...] = ()
+    # Drift (motion) engine only: per call frame values of each motion parameter (zoom, angle, translate_x,
+    # translate_y, strength; one value per frame of the call) and the colour reference for `match_first`.
+    motion: dict[str, tuple[float, ...]] | None = None
+    color_reference: Image.Image | None = None
 
 
 @runtime_checkable

@@ -43,8 +43,8 @@ def infotext_safe(text: str) -> str:
 
 def a1111_parameters(record: dict, painter: dict, written_as: int = SCHEMA_VERSION) -> str:
     """AUTOMATIC1111's infotext, so common image tools show how the image was made. `painter` is the
-    header's {"id", "revision", "hash"}. v1 steps wrote the prompts raw and no `Model hash`; v2 makes them safe
-    (`infotext_safe`) and adds the hash when the weights had one."""
+    header's {"id", "revision", "hash"} (and "loras", tagged `<lora:name:weight>` after the prompt). v1 steps wrote
+    the prompts raw and no `Model hash`; v2 makes them safe (`infotext_safe`) and adds the hash when there was one."""
     from zoetrope.settings.params import SAMPLER_NAMES
 
     p = record["paint_params"]
@@ -60,7 +60,14 @@ def a1111_parameters(record: dict, painter: dict, written_as: int = SCHEMA_VERSI
     prompt, negative = record["prompt"], record["negative_prompt"]
     if v2:
         prompt, negative = infotext_safe(prompt), infotext_safe(negative)
+    if tags := lora_tags(painter):  # A1111 names the LoRAs an image was painted with in its prompt
+        prompt = f"{prompt}, {tags}" if prompt else tags
     return f"{prompt}\nNegative prompt: {negative}\n" + ", ".join(fields)
+
+
+def lora_tags(painter: dict) -> str:
+    """AUTOMATIC1111's `<lora:name:weight>` for each LoRA of the header's painter entry ("" without LoRAs)."""
+    return " ".join(f"<lora:{entry['name']}:{float(entry['weight']):g}>" for entry in painter.get("loras") or ())
 
 
 def provenance_record(record: dict, written_as: int = SCHEMA_VERSION) -> dict:
@@ -75,11 +82,18 @@ def painter_of(header: dict) -> dict:
     return (header.get("models") or {}).get("painter") or {}
 
 
+def _loras_entry(painter: dict) -> dict:
+    """The LoRAs ({name, sha256, weight}) in a PNG's `zoetrope` chunk: the image names the style it was painted
+    with, as the header does (absent without LoRAs, so those PNGs keep their bytes)."""
+    return {"loras": painter["loras"]} if painter.get("loras") else {}
+
+
 def encode_png(image: Image.Image, record: dict, painter: dict, written_as: int = SCHEMA_VERSION) -> bytes:
     """The step PNG exactly as the writer makes it (verify re-encodes a regenerated image through this)."""
     return png.encode(image, {
         "parameters": a1111_parameters(record, painter, written_as),
-        "zoetrope": json.dumps(provenance_record(record, written_as), ensure_ascii=False, sort_keys=True),
+        "zoetrope": json.dumps(provenance_record(record, written_as) | _loras_entry(painter), ensure_ascii=False,
+                               sort_keys=True),
     })
 
 
