@@ -72,6 +72,8 @@ def test_loop_with_a_lora_logs_its_sha256_and_the_png_names_it(tmp_path, tiny_lo
     assert provenance["loras"] == chain.header["models"]["painter"]["loras"]
     info = ParserManager().parse(str(out / chain.steps[0]["image"]))
     assert "<lora:ink-wash:0.8>" in info.samplers[0].prompts[0].value
+    # replay verify paints with the logged LoRA: the step regenerates to its logged bytes
+    assert main(["replay", "verify", str(out)]) == 0
 
     # A resumed chain paints with the LoRA it was logged with: a changed file is refused, nothing appended.
     build_tiny_lora(tiny_lora.parent, seed=1)

@@ -34,7 +34,7 @@ def speed_overrides(args: argparse.Namespace) -> dict:
 
 
 LOOP_ROLES = ("painter", "captioner")
-FILM_ROLES = ("painter", "ltx", "animatediff")  # animatediff: the motion adapter (over the painter)
+FILM_ROLES = ("painter", "ltx", "animatediff", "upscaler")  # animatediff: the motion adapter (over the painter)
 
 
 def parse_models(spec: str | None, roles: tuple[str, ...] = LOOP_ROLES) -> dict[str, str]:

@@ -49,7 +49,7 @@ def request_from_args(args: argparse.Namespace):
         script=args.script, from_chain=args.from_chain, fps=args.fps, hold=args.hold, transition=args.transition,
         out=args.out, rows=args.rows, batch_size=args.batch_size, preview=args.preview, cache_root=args.cache_root,
         painter=models.get("painter"), device=args.device, speed=speed_overrides(args),
-        models={role: models[role] for role in ("ltx", "animatediff") if role in models}, ray=args.ray,
+        models={role: models[role] for role in ("ltx", "animatediff", "upscaler") if role in models}, ray=args.ray,
         screenplay=screenplay_options(args, fps=False, model=False),
     )
 

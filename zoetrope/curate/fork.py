@@ -126,7 +126,7 @@ def prepare_fork(folder: Path, from_step: int, overrides: dict, out: Path | None
         require_new_chain(target, hint="choose another --out")  # again, under the lock
         m = config.models
         painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
-                                               device, config.speed)
+                                               device, config.speed, loras=config.loras)
         writer, point = start_run(target, config, start_image, painter, captioner, plan,
                                   parent=parent_entry(chain, from_step, target))
     except BaseException:

@@ -77,7 +77,10 @@ def revision_mismatches(header: dict, painter, captioner) -> list[str]:
         for key in ("id", "revision"):
             if logged.get(key) != loaded.get(key):
                 out.append(f"{role} {key}: logged {logged.get(key)!r}, loaded {loaded.get(key)!r}")
-    return out
+    from zoetrope.stages.lora import lora_mismatches, loras_of
+
+    logged_loras = ((header.get("models") or {}).get("painter") or {}).get("loras") or []
+    return out + lora_mismatches(logged_loras, loras_of(painter))
 
 
 def logged_model(chain: ChainLog, role: str, models: dict[str, str] | None = None) -> tuple[str | None, str | None]:
@@ -101,8 +104,9 @@ def open_chain_models(chain: ChainLog, models: dict[str, str] | None = None, dev
     # The logged speed settings matter: a TAESD decoder paints other pixels than the full VAE.
     from zoetrope.settings.loop import LoopConfig
 
-    speed = LoopConfig.model_validate(chain.header["config"]).speed if "config" in chain.header else None
-    return open_models(painter_spec, captioner_spec, revisions, device, speed)
+    config = LoopConfig.model_validate(chain.header["config"]) if "config" in chain.header else None
+    speed, loras = (config.speed, config.loras) if config is not None else (None, ())
+    return open_models(painter_spec, captioner_spec, revisions, device, speed, loras=loras)
 
 
 # ------------------------------------------------------------------------------------------- steps

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from zoetrope.base.errors import UserError
 from zoetrope.settings.scene import Film
 
-ROLE_FIELD = {"painter": "model", "ltx": "ltx_model", "animatediff": "motion_adapter"}  # the scene field per role
+ROLE_FIELD = {"painter": "model", "ltx": "ltx_model", "animatediff": "motion_adapter", "upscaler": "upscale"}
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,15 @@ def roles_used(film: Film) -> list[str]:
     """The roles the film's engines need, in a fixed order."""
     engines = {e for _, s in film.scenes for e in s.engines()}
     roles = ["painter"] if engines & {"walk", "animatediff", "drift"} else []
-    return roles + [r for r in ("ltx", "animatediff") if r in engines]
+    return roles + [r for r in ("ltx", "animatediff") if r in engines] + ["upscaler"] * (film.upscale is not None)
 
 
 def scene_choice(film: Film, role: str, override: str | None) -> ModelChoice:
     """One model per role for the whole film: the override, else the common field of the scenes that use it."""
     if override:
         return ModelChoice(override, None, "--models")
+    if role == "upscaler":  # one for the film (its scenes agree on `upscale:`)
+        return ModelChoice(film.upscale.model_or_default(), None, "scene")
     field = ROLE_FIELD[role]
     users = [s for _, s in film.scenes if role == "painter" or role in s.engines()]
     models = {getattr(s, field) for s in users}
@@ -63,12 +65,16 @@ def _named(role: str, choice: ModelChoice) -> str:
     in the local cache, else `none`)."""
     from zoetrope.stages.models import pin_revision, resolve
 
+    if role == "upscaler" and choice.spec.endswith((".pth", ".pt", ".ckpt", ".safetensors")):
+        return f"{choice.spec} (a weights file)"
     ref = pin_revision(resolve("motion" if role == "animatediff" else role, choice.spec, choice.revision))
     return f"{ref.id} (revision {ref.revision or 'none'})"
 
 
 def _why(role: str, choice: ModelChoice, script) -> str:
     why = {"--models": ", from --models", "chain log": ", as logged by the chain"}.get(choice.origin, "")
+    if role == "upscaler" and choice.origin == "scene" and script.upscale.model is None:
+        return f", the default for x{script.upscale.scale}"
     if choice.origin == "scene" and ROLE_FIELD[role] not in script.model_fields_set:
         why = f", the default: the scene names no {ROLE_FIELD[role]} (set `{ROLE_FIELD[role]}:` or --models)"
     return why
@@ -90,6 +96,9 @@ def model_lines(film: Film, choices: dict[str, ModelChoice]) -> list[str]:
             else:
                 parts.append(f"animatediff with motion {names['animatediff']}"
                              f"{_why('animatediff', choices['animatediff'], script)} over painter {names['painter']}")
+        if "upscaler" in choices:
+            parts.append(f"upscaled x{script.upscale.scale} with {names['upscaler']}"
+                         f"{_why('upscaler', choices['upscaler'], script)}")
         lines.append(f"scene {name}: {'; '.join(parts)}")
     return lines
 
@@ -116,12 +125,14 @@ def load_models(film: Film, choices: dict[str, ModelChoice], device: str | None,
     if ray is not None and "walk" in engines:
         from zoetrope.film.distributed import open_walk_pool, pool_identity, pool_painter
 
+        if film.loras:
+            raise UserError("--ray: LoRA styles are not sent to Ray workers yet; render this film without --ray")
         models.pool = open_walk_pool(ray, painter.spec, painter.revision, device, options)
         models.painter, models.walk_identity = pool_painter(models.pool), pool_identity(models.pool, options)
         if "drift" in engines:
             models.local_painter = load_painter(painter.spec, plan, painter.revision, options)
     elif engines & {"walk", "drift"}:
-        models.painter = load_painter(painter.spec, plan, painter.revision, options)
+        models.painter = load_painter(painter.spec, plan, painter.revision, options, loras=film.loras)
         models.walk_identity = painter_identity(models.painter, options)
     models.speed = painter_identity(models.painter, options)["speed"] if models.painter is not None else {}
     if any(s.color_coherence_of(i) == "match_first" for _, s in film.scenes for i in range(len(s.keyframes))):
@@ -140,4 +151,9 @@ def load_models(film: Film, choices: dict[str, ModelChoice], device: str | None,
         models.clips["animatediff"] = load_animatediff(
             adapter.spec, painter.spec, plan, adapter_revision=adapter.revision, painter_revision=painter.revision,
             **memory)
+    if film.upscale is not None:
+        from zoetrope.stages.upscale import load_upscaler
+
+        choice = choices["upscaler"]
+        models.upscaler = load_upscaler(choice.spec, film.upscale.scale, plan, choice.revision)
     return models

@@ -27,6 +27,7 @@ class FilmModels:
     clips: dict[str, object] = field(default_factory=dict)  # engine -> ClipPainterLike
     speed: dict = field(default_factory=dict)  # the painter's speed options (a drift's key names them)
     pool: object | None = None  # cluster.WorkerPool: the walk's frames go to Ray workers (render --ray)
+    upscaler: object | None = None  # stages.upscale.Upscaler, when the film has `upscale:`
     local_painter: object | None = None  # with a pool, the driver's own painter for drift segments
     _drifts: dict[str, object] = field(default_factory=dict)
 
@@ -75,7 +76,9 @@ class FilmLayout:
     shots: list[Shot]
     cues: list[tuple[float, float, str]]
     fps: float
-    size: tuple[int, int]
+    size: tuple[int, int]  # what the encoder takes: the painted size, or the upscaled one
+    fps_out: int | None = None  # interpolated to this rate by the encoder (not in previews)
+    upscale: dict = field(default_factory=dict)  # scene name -> its frames to upscale (film/upscaling.py)
 
     @property
     def rows(self) -> list[int]:
@@ -176,4 +179,9 @@ def lay_out(film: Film, models: FilmModels, request) -> FilmLayout:
         cues += scene_cues(script, offset)
         offset += script.frame_count() / script.fps
     fps = film.fps / PREVIEW_STRIDE if request.preview else film.fps
-    return FilmLayout(scenes, shots, cues, fps, (width, height))
+    layout = FilmLayout(scenes, shots, cues, fps, (width, height), None if request.preview else film.fps_out)
+    if models.upscaler is not None:
+        from zoetrope.film.upscaling import plan_upscale
+
+        layout.upscale = plan_upscale(layout, models.upscaler)
+    return layout

@@ -171,7 +171,7 @@ def painter_lines(inputs: FilmInputs) -> list[str]:
 
 
 def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int], audio: tuple | None, feed,
-                 bar: Progress) -> None:
+                 bar: Progress, fps_out: int | None = None) -> None:
     """Stream the film's frames into ffmpeg in order, each as soon as the walk has saved it."""
     from PIL import Image
 
@@ -179,7 +179,7 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
 
     previous, image, card_text, card = None, None, None, None
     sound, start = audio or (None, 0.0)
-    with FrameWriter(path, fps, size, audio=sound, audio_start=start) as writer:
+    with FrameWriter(path, fps, size, audio=sound, audio_start=start, fps_out=fps_out, frames=len(shots)) as writer:
         for shot in shots:
             if shot.path != previous:  # a hold repeats one cached frame: read it once
                 feed.wait(shot.path)
@@ -196,13 +196,13 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
 
 
 def render_scene(models, scene: SceneLayout, batch_size: int | None, walk_bar: Progress, feed,
-                 on_line: Callable[[str], None], walk_stats=None) -> tuple[int, int]:
+                 on_line: Callable[[str], None], walk_stats=None, upscale: dict | None = None) -> tuple[int, int]:
     """The walk's frames (unless Ray workers painted them: `walk_stats`), then each video chunk in film order
     (a chunk may start from a walk frame). Returns (cached, rendered) units: walk frames and chunks."""
     from zoetrope.film.engines import render_chunks
     from zoetrope.film.walk import render_missing
 
-    parts, cached, rendered = [], 0, 0
+    parts, cached, rendered, upscale = [], 0, 0, upscale or {}
     if scene.walk is not None:
         stats = walk_stats or render_missing(models.painter, scene.walk, scene.cache, batch_size, progress=walk_bar,
                                              feed=feed)
@@ -214,6 +214,11 @@ def render_scene(models, scene: SceneLayout, batch_size: int | None, walk_bar: P
                               scene.height, progress=walk_bar, feed=feed)
         parts.append(f"{engine} {stats.summary()}")
         cached, rendered = cached + stats.cached, rendered + stats.rendered
+    if scene.name in upscale:
+        from zoetrope.film.upscaling import upscale_scene
+
+        done = upscale_scene(models.upscaler, scene, upscale[scene.name], feed)
+        parts.append(f"upscaled x{models.upscaler.scale} {done[0]} cached, {done[1]} upscaled")
     on_line(f"scene {scene.name}: {'; '.join(parts)}" if len(parts) > 1 or scene.walk is None
             else f"scene {scene.name}: {parts[0].removeprefix('walk ')}")
     return cached, rendered
@@ -233,7 +238,7 @@ def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None
 
     def encode() -> None:
         try:
-            encode_shots(layout.shots, out, layout.fps, layout.size, audio, feed, encode_bar)
+            encode_shots(layout.shots, out, layout.fps, layout.size, audio, feed, encode_bar, layout.fps_out)
         except BaseException as exc:  # re-raised on the main thread; the engines stop at their next batch
             failures.append(exc)
             feed.consumer_failed(exc)
@@ -250,7 +255,8 @@ def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None
             stats = render_scenes_ray(models.pool, [(s.walk, s.cache) for s in walks], batch_size, walk_bar, feed)
             walked = {s.name: st for s, st in zip(walks, stats, strict=True)}
         for scene in layout.scenes:
-            c, r = render_scene(models, scene, batch_size, walk_bar, feed, on_line, walked.get(scene.name))
+            c, r = render_scene(models, scene, batch_size, walk_bar, feed, on_line, walked.get(scene.name),
+                                layout.upscale)
             cached, rendered = cached + c, rendered + r
     except BaseException as exc:
         feed.close(exc)  # the encoder stops waiting for frames that will not come
@@ -264,45 +270,6 @@ def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None
     if failures:
         raise failures[0]
     return cached, rendered
-
-
-def sidecar(inputs: FilmInputs, layout: FilmLayout, models) -> dict:
-    """The film's provenance: per scene and segment, the engine, models and revisions, seeds, prompts,
-    conditioning, and where it falls in the film (seconds)."""
-    from zoetrope.film.engines import segment_frames
-
-    refs = {"painter": models.painter.ref.as_log() if models.painter is not None else None}
-    refs |= {engine: clip.identity for engine, clip in models.clips.items()}
-    refs |= {"drift": {"painter": refs["painter"]}} if refs["painter"] else {}
-    scenes, offset = [], 0
-    for scene in layout.scenes:
-        script, segments = scene.script, []
-        for segment in scene.segments:
-            i, n = segment.index, len(segment.paths)
-            hold, transition = segment_frames(script, i)
-            entry = {"keyframe": i, "engine": segment.engine, "prompt": script.prompt_of(i),
-                     "negative_prompt": script.negative_of(i), "seed": script.seed_of(i),
-                     "frames": n, "hold_frames": hold, "transition_frames": transition,
-                     "seconds": [round(offset / script.fps, 4), round((offset + n) / script.fps, 4)],
-                     "model": refs["painter"] if segment.engine == "walk" else refs[segment.engine]}
-            if script.keyframes[i].image:
-                entry["image"] = script.keyframes[i].image
-            if script.keyframes[i].source:
-                entry["source"] = script.keyframes[i].source
-            if segment.chunks:
-                entry["chunks"] = [c.record() for c in segment.chunks]
-            segments.append(entry)
-            offset += n
-        scenes.append({"name": scene.name, "size": [scene.width, scene.height], "steps": script.steps,
-                       "guidance": script.guidance, "scheduler": script.scheduler, "segments": segments})
-    return {"kind": "zoetrope-film", "version": 1, "title": inputs.film.title, "film": inputs.out.name,
-            "frames": len(layout.shots), "fps": layout.fps, "size": list(layout.size),
-            "choices": {role: {"spec": c.spec, "revision": c.revision, "origin": c.origin}
-                        for role, c in inputs.choices.items()},
-            "models": refs, "scenes": scenes,
-            "audio": None if inputs.film.audio is None else {
-                "file": str(inputs.film.audio),
-                **(inputs.film.audio_spec.model_dump(exclude={"file"}) if inputs.film.audio_spec else {})}}
 
 
 @dataclass(frozen=True)
@@ -350,6 +317,7 @@ def _render(request: RenderRequest, inputs: FilmInputs, models, timing, on_line:
     from zoetrope.base.files import sweep_temps, write_durable
     from zoetrope.film.audio_sync import plot_path, write_plot
     from zoetrope.film.encode import write_srt
+    from zoetrope.film.sidecar import sidecar
 
     layout = lay_out(inputs.film, models, request)
     if layout.rows:
@@ -372,4 +340,9 @@ def _render(request: RenderRequest, inputs: FilmInputs, models, timing, on_line:
         write_durable(record, (json.dumps(sidecar(inputs, layout, models), indent=1) + "\n").encode())
     except OSError as exc:
         raise UserError(f"{record}: cannot write the film's record ({exc.strerror or exc})") from None
-    return RenderResult(inputs.out, srt, len(layout.shots), layout.fps, layout.size, cached, rendered)
+    frames, fps = len(layout.shots), layout.fps
+    if layout.fps_out is not None:
+        from zoetrope.film.encode import interpolation_frames
+
+        frames, fps = interpolation_frames(frames, fps, layout.fps_out), layout.fps_out
+    return RenderResult(inputs.out, srt, frames, fps, layout.size, cached, rendered)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 SCHEDULERS = {
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
@@ -65,3 +67,17 @@ class SpeedOptions:
     channels_last: bool = False
     compile: bool = False
     vae: str | None = None  # None: the model's own VAE; "taesd", a Hub id or a folder: a tiny autoencoder
+
+
+class UpscaleSpec(BaseModel):
+    """`upscale:` of a scene script: every painted frame made `scale` times larger before it is encoded (the
+    painted frames stay cached as they are; the upscaled ones have their own cache)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)  # as settings.parsing.Strict
+    scale: Literal[2, 4] = Field(description="2: the x2 latent upscaler; 4: the x4 upscaler")
+    model: str | None = Field(None, description="preset, diffusers folder, Hub id or ESRGAN-family .pth "
+                                                "(default: sd-x2-latent-upscaler or sd-x4-upscaler by scale)")
+    steps: int | None = Field(None, ge=1, le=150, description="the upscaler's denoising steps (default: its own)")
+
+    def model_or_default(self) -> str:
+        return self.model or ("sd-x2-latent-upscaler" if self.scale == 2 else "sd-x4-upscaler")

@@ -32,8 +32,9 @@ from pydantic import (
 )
 
 from zoetrope.base.errors import UserError
+from zoetrope.settings.loop import LoraSettings
 from zoetrope.settings.media import AudioSpec, check_audio_field, check_image, field_error
-from zoetrope.settings.params import SCHEDULERS
+from zoetrope.settings.params import SCHEDULERS, UpscaleSpec
 from zoetrope.settings.parsing import Strict, load_yaml_model
 from zoetrope.settings.schedules import ColorCoherence, Motion, check_motion
 from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
@@ -107,6 +108,10 @@ class SceneScript(BaseModel):
                                 "`model` (an SD 1.5-family painter); --models animatediff=")
     vae_tiling: bool = Field(False, description="video engines: decode in tiles (less memory; may change pixels)")
     cpu_offload: bool = Field(False, description="video engines on CUDA: keep idle submodels in RAM")
+    loras: list[LoraSettings] = Field(default_factory=list, description="LoRA styles fused into the painter")
+    upscale: UpscaleSpec | None = Field(None, description="every painted frame x2 or x4 before encoding")
+    fps_out: int | None = Field(None, ge=2, le=240, description="interpolate the film to this rate (ffmpeg "
+                                "minterpolate): above fps")
     motion: Motion | None = Field(None, description="drift every segment (schedules count from the scene's start)")
     color_coherence: ColorCoherence = Field("none", description="drift: match_first keeps each segment's palette")
     keyframes: list[Keyframe] = Field(min_length=1)
@@ -142,6 +147,20 @@ class SceneScript(BaseModel):
     def _not_empty(self):
         if self.frame_count() == 0:
             raise ValueError(f"the script is 0 frames long at {self.fps} fps")
+        return self
+
+    @model_validator(mode="after")
+    def _loras_fit_engines(self):
+        """LoRA styles are fused into the walk's and the drift's painter; AnimateDiff loads its own, without them."""
+        if self.loras and "animatediff" in self.engines():
+            raise field_error(("loras",), "the animatediff engine does not take LoRA styles yet", None)
+        return self
+
+    @model_validator(mode="after")
+    def _fps_out_above_fps(self):
+        if self.fps_out is not None and self.fps_out <= self.fps:
+            raise field_error(("fps_out",), f"must be above fps ({self.fps}): it fills frames between painted ones",
+                              self.fps_out)
         return self
 
     @model_validator(mode="after")
@@ -240,7 +259,8 @@ class SceneScript(BaseModel):
 
 
 class FilmFile(BaseModel):
-    """Several named scenes concatenated into one film; they must share fps and size."""
+    """Several named scenes concatenated into one film; they must share fps, size, fps_out, upscale and LoRAs
+    (one film, one painter)."""
 
     model_config = Strict
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -264,7 +284,7 @@ class FilmFile(BaseModel):
             if scene.name in seen:
                 raise field_error((i, "name"), f"duplicate scene name {scene.name!r}", scene.name)
             seen.add(scene.name)
-            for field in ("fps", "width", "height"):
+            for field in ("fps", "width", "height", "fps_out", "upscale", "loras"):
                 if getattr(scene, field) != getattr(first, field):
                     raise field_error((i, field), f"every scene must have the first scene's {field} "
                                        f"({getattr(first, field)})", getattr(scene, field))
@@ -293,6 +313,18 @@ class Film:
 
     def frame_count(self) -> int:
         return sum(s.frame_count() for _, s in self.scenes)
+
+    @property
+    def fps_out(self) -> int | None:
+        return self.scenes[0][1].fps_out
+
+    @property
+    def upscale(self) -> UpscaleSpec | None:
+        return self.scenes[0][1].upscale
+
+    @property
+    def loras(self) -> list:
+        return self.scenes[0][1].loras
 
 
 def load_film(path: Path, screenplay: dict | None = None) -> Film:
