@@ -36,4 +36,4 @@ def test_gpu_bench_measures_the_film_call_width_when_not_given():
         cwd=ROOT, env=os.environ | {"HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "film frames/s (batch 8, the measured call width)" in result.stdout  # CPU: walk.ROWS
+    assert re.search(r"film frames/s \(batch [1248], the measured call width\)", result.stdout), result.stdout

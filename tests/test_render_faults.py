@@ -278,7 +278,7 @@ def test_two_renders_into_one_cache_at_once_make_the_same_film(tmp_path):
     assert [p.name for p in tmp_path.rglob("*") if is_temp_name(p.name)] == []
     import json
 
-    assert list(json.loads((frames / "rows.json").read_text()).values()) == [8]
+    assert len(set(json.loads((frames / "rows.json").read_text()).values())) == 1  # one width, chosen once
 
 
 @pytest.mark.e2e

@@ -176,6 +176,8 @@ def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
         parse_address(args.ray)
         if config.loras:  # Ray workers load the bare painter (stages/cluster.ModelSpec has no LoRAs)
             raise UserError("--ray: loras are not carried to Ray workers; run the wall without --ray")
+        if args.chains_exact == "off":  # the workers paint with their own kernels: exact, whatever the header said
+            raise UserError("--chains-exact off: Ray workers paint each chain exactly; drop --chains-exact off")
     if args.chains_exact is not None and args.chains == 1:
         raise UserError(f"--chains-exact {args.chains_exact}: applies to --chains K with K > 1")
     if args.chains > 1 and (args.display or args.service):

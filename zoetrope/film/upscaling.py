@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoetrope.film.layout import FilmLayout, SceneLayout
-
 
 @dataclass(frozen=True)
 class Upscaled:
@@ -32,8 +30,9 @@ def _digest(path: Path, cache: Path) -> str:
     return path.stem if path.parent == cache else f"{path.parent.name}/{path.stem}"
 
 
-def plan_upscale(layout: FilmLayout, upscaler) -> dict[str, list[Upscaled]]:
-    """Point every shot at its upscaled frame; the unique frames to upscale per scene, in film order."""
+def plan_upscale(layout, upscaler) -> dict[str, list[Upscaled]]:
+    """Point every shot of a layout.FilmLayout at its upscaled frame (layout.py calls this, so the types are
+    not imported here); the unique frames to upscale per scene, in film order."""
     identity = json.dumps(upscaler.identity, sort_keys=True, default=str)
     tag = hashlib.sha256(identity.encode()).hexdigest()[:12]
     todo: dict[str, list[Upscaled]] = {}
@@ -58,7 +57,7 @@ def plan_upscale(layout: FilmLayout, upscaler) -> dict[str, list[Upscaled]]:
     return todo
 
 
-def upscale_scene(upscaler, scene: SceneLayout, frames: list[Upscaled], feed=None) -> tuple[int, int, float]:
+def upscale_scene(upscaler, scene, frames: list[Upscaled], feed=None) -> tuple[int, int, float]:
     """Upscale the scene's frames that are not cached yet; (cached, upscaled, seconds)."""
     from PIL import Image
 
