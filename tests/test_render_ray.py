@@ -85,3 +85,27 @@ def test_a_worker_killed_while_painting_leaves_the_film_unchanged(local_film, tm
     assert killed is not None, "the render finished before a worker could be killed"
     assert proc.returncode == 0, err
     assert (tmp_path / "film.mp4").read_bytes() == film
+
+
+def test_a_film_file_with_video_engines_on_two_ray_workers_equals_the_local_film(tmp_path):
+    """Walk, ltx and animatediff scenes (scenes/frankenstein.yaml): the workers render the video chunks too (the
+    driver holds only a PoolClip per engine, which cannot paint), and the film's bytes are the local render's."""
+    scene = ROOT / "scenes" / "frankenstein.yaml"
+
+    def render(name: str, *extra: str) -> subprocess.CompletedProcess:
+        cmd = command(scene, tmp_path / name / "film.mp4", tmp_path / name / "cache", *extra)
+        cmd[cmd.index("--rows") + 1] = "4"
+        return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
+
+    local = render("local")
+    assert local.returncode == 0, local.stderr
+    ray = render("ray", "--ray", "local:2")
+    assert ray.returncode == 0, ray.stderr
+    assert "on 2 Ray workers" in ray.stdout
+    for engine in ("ltx", "animatediff"):  # every chunk rendered now, as in the local render
+        line = next(line for line in ray.stdout.splitlines() if f"{engine} " in line and "rendered" in line)
+        assert " 0 rendered" not in line, line
+    assert (tmp_path / "ray" / "film.mp4").read_bytes() == (tmp_path / "local" / "film.mp4").read_bytes()
+    chunks = sorted(p.relative_to(tmp_path / "ray" / "cache") for p in (tmp_path / "ray" / "cache").glob("*/frames/c*"))
+    assert chunks and chunks == sorted(p.relative_to(tmp_path / "local" / "cache")
+                                       for p in (tmp_path / "local" / "cache").glob("*/frames/c*"))

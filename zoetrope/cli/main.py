@@ -86,6 +86,8 @@ def loop_config_from_args(args: argparse.Namespace):
     if args.steps is not None:
         data["steps"] = args.steps
     data["models"] |= parse_models(args.models)
+    if args.models == "tiny" and data["display"].get("upscale"):  # every role's test model: the kiosk's too
+        data["display"]["upscale"]["model"] = "tiny"
     data["speed"] |= speed_overrides(args)
     try:
         return LoopConfig.model_validate(data)

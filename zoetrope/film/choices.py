@@ -106,8 +106,9 @@ def model_lines(film: Film, choices: dict[str, ModelChoice]) -> list[str]:
 def load_models(film: Film, choices: dict[str, ModelChoice], device: str | None, speed: dict,
                 ray: str | None = None):
     """Load every chosen model once (film.layout.FilmModels); an engine's options come from its scenes. With
-    `ray`, the walk's painter is loaded on Ray workers instead (once each; none on the driver unless a drift
-    needs it: a drift paints each frame from the one before, on the driver)."""
+    `ray`, the walk's painter and the ltx and animatediff clip painters are loaded on Ray workers instead (once
+    each; none on the driver unless a drift needs it: a drift paints each frame from the one before, on the
+    driver)."""
     from zoetrope.film.layout import FilmModels
     from zoetrope.film.walk import painter_identity
     from zoetrope.settings.params import SpeedOptions
@@ -122,15 +123,26 @@ def load_models(film: Film, choices: dict[str, ModelChoice], device: str | None,
               "cpu_offload": any(s.cpu_offload for _, s in film.scenes)}
     options = SpeedOptions(**speed)
     painter = choices.get("painter")
-    if ray is not None and "walk" in engines:
-        from zoetrope.film.distributed import open_walk_pool, pool_identity, pool_painter
+    if ray is not None and engines & {"walk", "ltx", "animatediff"}:
+        from zoetrope.film.distributed import open_walk_pool, pool_clips, pool_identity, pool_painter
 
-        if film.loras:
+        if film.loras and "walk" in engines:
             raise UserError("--ray: LoRA styles are not sent to Ray workers yet; render this film without --ray")
-        models.pool = open_walk_pool(ray, painter.spec, painter.revision, device, options)
-        models.painter, models.walk_identity = pool_painter(models.pool), pool_identity(models.pool, options)
+        clips = {"memory": memory}
+        if "ltx" in engines:
+            clips |= {"ltx": choices["ltx"].spec, "ltx_revision": choices["ltx"].revision}
+        if "animatediff" in engines:
+            clips |= {"motion": choices["animatediff"].spec, "motion_revision": choices["animatediff"].revision,
+                      "motion_base": painter.spec, "motion_base_revision": painter.revision}
+        walk = "walk" in engines
+        models.pool = open_walk_pool(ray, painter.spec if walk else None, painter.revision if walk else None, device,
+                                     options, **clips)
+        models.clips.update(pool_clips(models.pool))
+        if walk:
+            models.painter, models.walk_identity = pool_painter(models.pool), pool_identity(models.pool, options)
         if "drift" in engines:
             models.local_painter = load_painter(painter.spec, plan, painter.revision, options)
+            models.painter = models.painter or models.local_painter
     elif engines & {"walk", "drift"}:
         models.painter = load_painter(painter.spec, plan, painter.revision, options, loras=film.loras)
         models.walk_identity = painter_identity(models.painter, options)
@@ -139,12 +151,12 @@ def load_models(film: Film, choices: dict[str, ModelChoice], device: str | None,
         from zoetrope.stages.drift import require_skimage
 
         require_skimage()  # before the render, not at its first drift frame
-    if "ltx" in engines:
+    if "ltx" in engines and models.pool is None:
         from zoetrope.stages.ltx import load_ltx
 
         choice = choices["ltx"]  # bf16 on GPUs: LTX's transformer is not meant for fp16 (diffusers' advice)
         models.clips["ltx"] = load_ltx(choice.spec, pick_device(device, "bf16"), choice.revision, **memory)
-    if "animatediff" in engines:
+    if "animatediff" in engines and models.pool is None:
         from zoetrope.stages.animatediff import load_animatediff
 
         adapter, painter = choices["animatediff"], choices["painter"]

@@ -239,31 +239,42 @@ def _load(path: Path):
         return im.convert("RGB")
 
 
-def render_chunk(painter, chunk: Chunk, cache: Path, script: SceneScript, width: int, height: int) -> None:
-    """One model call; its used frames written as one folder, renamed into place whole."""
-    import os
-
-    from zoetrope.base import png
+def clip_request(chunk: Chunk, script: SceneScript, width: int, height: int, load=None):
+    """The chunk's model call; `load(path)` gives a conditioning picture (a Ray worker reads bytes it was sent)."""
     from zoetrope.stages.protocols import ClipCondition, ClipRequest
 
+    load = load or _load
     conditions = tuple(
-        ClipCondition(c.frame, tuple(_fit(_load(s.path), width, height) for s in c.sources), c.strength)
+        ClipCondition(c.frame, tuple(_fit(load(s.path), width, height) for s in c.sources), c.strength)
         for c in chunk.conditions
     )
-    reference = _fit(_load(chunk.reference.path), width, height) if chunk.reference is not None else None
-    request = ClipRequest(prompts=chunk.prompts, negative_prompt=chunk.negative, seed=chunk.seed,
-                          frames=chunk.call_frames, width=width, height=height, steps=script.steps,
-                          guidance=script.guidance, fps=script.fps, conditions=conditions, motion=chunk.motion,
-                          color_reference=reference)
+    reference = _fit(load(chunk.reference.path), width, height) if chunk.reference is not None else None
+    return ClipRequest(prompts=chunk.prompts, negative_prompt=chunk.negative, seed=chunk.seed,
+                       frames=chunk.call_frames, width=width, height=height, steps=script.steps,
+                       guidance=script.guidance, fps=script.fps, conditions=conditions, motion=chunk.motion,
+                       color_reference=reference)
+
+
+def paint_chunk(painter, chunk: Chunk, request) -> list[bytes]:
+    """The model call; the chunk's used frames as PNG bytes (what write_chunk stores, here or from a worker)."""
+    from zoetrope.base import png
+
     frames = painter.paint_clip(request)[chunk.skip:chunk.skip + chunk.frames]
     if len(frames) != chunk.frames:
         raise RuntimeError(f"the {chunk.engine} model returned {len(frames) + chunk.skip} frames, not {chunk.call_frames}")
+    return [png.encode(image) for image in frames]
+
+
+def write_chunk(chunk: Chunk, cache: Path, frames: list[bytes]) -> None:
+    """The chunk's frames as one folder, renamed into place whole."""
+    import os
+
     folder = chunk.folder(cache)
     staging = temp_name(folder)
     try:
         staging.mkdir(parents=True)
-        for n, image in enumerate(frames):
-            (staging / f"{n:04d}.png").write_bytes(png.encode(image))
+        for n, data in enumerate(frames):
+            (staging / f"{n:04d}.png").write_bytes(data)
         try:
             os.rename(staging, folder)
         except OSError:  # another render sharing the cache finished it first: same bytes
@@ -276,6 +287,11 @@ def render_chunk(painter, chunk: Chunk, cache: Path, script: SceneScript, width:
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def render_chunk(painter, chunk: Chunk, cache: Path, script: SceneScript, width: int, height: int) -> None:
+    """One model call; its used frames written as one folder, renamed into place whole."""
+    write_chunk(chunk, cache, paint_chunk(painter, chunk, clip_request(chunk, script, width, height)))
 
 
 def _fit(image, width: int, height: int):

@@ -196,7 +196,8 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
 
 
 def render_scene(models, scene: SceneLayout, batch_size: int | None, walk_bar: Progress, feed,
-                 on_line: Callable[[str], None], walk_stats=None, upscale: dict | None = None) -> tuple[int, int]:
+                 on_line: Callable[[str], None], walk_stats=None, upscale: dict | None = None,
+                 chunk_stats: dict | None = None) -> tuple[int, int]:
     """The walk's frames (unless Ray workers painted them: `walk_stats`), then each video chunk in film order
     (a chunk may start from a walk frame). Returns (cached, rendered) units: walk frames and chunks."""
     from zoetrope.film.engines import render_chunks
@@ -210,8 +211,9 @@ def render_scene(models, scene: SceneLayout, batch_size: int | None, walk_bar: P
         cached, rendered = stats.cached, stats.rendered
     for engine in dict.fromkeys(c.engine for c in scene.chunks):
         chunks = [c for c in scene.chunks if c.engine == engine]
-        stats = render_chunks(models.clip_for(engine, scene.script), chunks, scene.cache, scene.script, scene.width,
-                              scene.height, progress=walk_bar, feed=feed)
+        stats = (chunk_stats or {}).get(engine) or render_chunks(  # Ray workers rendered them: chunk_stats
+            models.clip_for(engine, scene.script), chunks, scene.cache, scene.script, scene.width, scene.height,
+            progress=walk_bar, feed=feed)
         parts.append(f"{engine} {stats.summary()}")
         cached, rendered = cached + stats.cached, rendered + stats.rendered
     if scene.name in upscale:
@@ -247,16 +249,20 @@ def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None
     encoder.start()
     cached = rendered = 0
     try:
-        walked = {}
+        walked, chunked = {}, {}
         if models.pool is not None:  # every scene's walk batches on the workers at once, back in film order
             from zoetrope.film.distributed import render_scenes_ray
 
             walks = [s for s in layout.scenes if s.walk is not None]
             stats = render_scenes_ray(models.pool, [(s.walk, s.cache) for s in walks], batch_size, walk_bar, feed)
             walked = {s.name: st for s, st in zip(walks, stats, strict=True)}
+            from zoetrope.film.distributed import render_chunks_ray  # then their video chunks (not drift's)
+
+            chunked = render_chunks_ray(models.pool, [s for s in layout.scenes if s.chunks and all(
+                c.engine in models.pool.clips for c in s.chunks)], walk_bar, feed)
         for scene in layout.scenes:
             c, r = render_scene(models, scene, batch_size, walk_bar, feed, on_line, walked.get(scene.name),
-                                layout.upscale)
+                                layout.upscale, chunked.get(scene.name))
             cached, rendered = cached + c, rendered + r
     except BaseException as exc:
         feed.close(exc)  # the encoder stops waiting for frames that will not come

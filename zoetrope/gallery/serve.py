@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, read_heartbeat
 from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN, LogTail, writer_pid
+from zoetrope.loop.display import DISPLAY_DIR
 from zoetrope.settings.loop import DisplaySettings, LoopConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ def safe_chain_file(folder: Path, name: str) -> Path | None:
     if path.parent != root or not path.is_file():
         return None
     return path
+
+
+def display_copy(path: Path) -> Path:
+    """The upscaled copy of a step image in the loop's display cache (loop/display.py) when there is one,
+    else the image itself: a 4K kiosk gets the larger picture, and a missing copy costs nothing."""
+    copy = (path.parent / DISPLAY_DIR / path.name).resolve()
+    return copy if copy.parent == path.parent / DISPLAY_DIR and copy.is_file() else path
 
 
 def newest_chain(root: Path) -> Path | None:
@@ -71,6 +79,8 @@ class ChainWatcher:
     energy_steps: int = 0
     steps: int = 0
     run_id: str | None = None
+    hold_s: float | None = None  # display.upscale: wait this long for a new step's upscaled copy
+    _held: tuple[dict, float] | None = None  # (the step to show, when it was first seen)
     _next_latest_check: float = 0.0
     _tail: LogTail | None = None
 
@@ -89,7 +99,7 @@ class ChainWatcher:
             self._tail = LogTail(self.folder)
         read = self._tail.read()
         if read is None:
-            return False
+            return self._release(now)
         if read.restarted:  # cut back (a resume dropped a torn line): counted again from the top
             self._reset(self.folder)
         first = read.first
@@ -105,18 +115,36 @@ class ChainWatcher:
         elif newest is not None:
             self.step_times.append(st_mtime)
         if newest is None:
-            return False
+            return self._release(now)
         self.last_step_time = st_mtime
-        self.current = {
+        entry = {
             "run": self.run_id, "step": newest["step"],
             "caption": newest["caption"] if newest.get("caption") is not None else newest.get("prompt", ""),
             "image": f"/chain/{newest['image']}?v={(newest.get('image_sha256') or '')[:16]}",
         }
+        # The oldest held step's clock keeps running, so the kiosk is never more than hold_s behind; on the
+        # first read (a server started late) the newest step is shown at once.
+        since = now - (self.hold_s or 0.0) if first else (self._held[1] if self._held else now)
+        self._held = (entry, since)
+        return self._release(now)
+
+    def _release(self, now: float) -> bool:
+        """Show the held step once its display copy exists (its URL then says so, for the browser's cache) or
+        hold_s has passed; without display.upscale at once. True when a new step is there to show."""
+        if self._held is None:
+            return False
+        entry, since = self._held
+        name = entry["image"].removeprefix("/chain/").split("?")[0]
+        if self.folder is not None and (self.folder / DISPLAY_DIR / name).is_file():
+            entry["image"] += "&display=1"
+        elif self.hold_s is not None and now - since < self.hold_s:
+            return False
+        self.current, self._held = entry, None
         self.version += 1
         return True
 
     def _reset(self, folder: Path) -> None:
-        self.folder, self.current, self.last_step_time = folder, None, None
+        self.folder, self.current, self.last_step_time, self._held = folder, None, None, None
         if self._tail is not None and self._tail.path.parent != folder:
             self._tail = None
         self.step_times.clear()
@@ -199,7 +227,8 @@ def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
     """The kiosk app over one chain folder (or the newest chain under `latest_root`)."""
     config = config or LoopConfig()
     display = display or config.display
-    watcher = ChainWatcher(Path(folder) if folder else None, Path(latest_root) if latest_root else None)
+    watcher = ChainWatcher(Path(folder) if folder else None, Path(latest_root) if latest_root else None,
+                           hold_s=display.upscale.hold_s if display.upscale else None)
     started = time.time()
     stopping = threading.Event()
 
@@ -220,7 +249,7 @@ def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
         path = safe_chain_file(watcher.folder, request.path_params["name"])
         if path is None:
             return Response("not found", status_code=404)
-        return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+        return FileResponse(display_copy(path), headers={"Cache-Control": "public, max-age=86400"})
 
     async def latest(request: Request) -> Response:
         return JSONResponse(watcher.current, headers={"Cache-Control": "no-store"})

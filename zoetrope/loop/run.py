@@ -187,7 +187,15 @@ def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Re
         extras = gallery_extras(config, writer.folder, plan.device if plan else "cpu", plan.dtype if plan else None)
     chain = Chain(config, captioner, extras.painter_for(painter), next_step=point.next_step,
                   recent_captions=point.recent_captions)
-    return run_chain(chain, writer, point, config.steps, stop, on_step=on_step, extras=extras)
+    from zoetrope.loop.display import open_display_cache  # `display.upscale`: copies for the kiosk only
+
+    display = open_display_cache(config, writer.folder, getattr(painter, "plan", None))
+    try:
+        return run_chain(chain, writer, point, config.steps, stop, extras=extras,
+                         on_step=display.wrap(on_step) if display is not None else on_step)
+    finally:
+        if display is not None:
+            display.close()
 
 
 def default_run_folder(config: LoopConfig, root: Path = Path("renders/chains")) -> Path:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
-from zoetrope.settings.params import SCHEDULERS, CaptionParams, PaintParams
+from zoetrope.settings.params import SCHEDULERS, CaptionParams, PaintParams, UpscaleSpec
 from zoetrope.settings.parsing import Strict, load_yaml_model
 
 SCHEMA_VERSION = 1
@@ -224,6 +224,14 @@ class BudgetSettings(BaseModel):
     kwh_per_day: float | None = Field(None, gt=0.0, description="needs a measurable GPU (NVML); else an error")
 
 
+class DisplayUpscale(UpscaleSpec):
+    """`display.upscale`: an upscaled copy of each step's image for a 4K screen (loop/display.py), a display
+    cache beside the chain that never changes its images or log; `hold_s` bounds how long the kiosk waits for
+    a step's copy before showing the original (it is made off the chain's path, so it comes a little later)."""
+
+    hold_s: float = Field(30.0, ge=0.0, le=3600.0, description="wait this long for the copy, then show the original")
+
+
 class DisplaySettings(BaseModel):
     """The kiosk page and the health endpoint."""
 
@@ -235,6 +243,7 @@ class DisplaySettings(BaseModel):
     show_step: bool = False
     crossfade_s: float = Field(1.5, ge=0.0, le=30.0)
     healthz_silence_s: float = Field(600.0, gt=0.0, description="/healthz turns 503 after this long without a step")
+    upscale: DisplayUpscale | None = Field(None, description="x2 or x4 copies of the steps for the kiosk only")
 
 
 class ServiceSettings(BaseModel):
