@@ -2,8 +2,9 @@
 step count and length, through `render_film` (the whole film path: layout, engine, cache writes, encoder).
 
 Each arm renders the same 3-keyframe scene with its engine into a fresh cache; arms alternate over rounds after
-one warm-up render each (model builds and first-call costs are not timed). Then, per engine, a child process
-renders a `--clip`-second film and reports its peak RSS (ru_maxrss), so no engine's allocations hide another's.
+one warm-up render each (model builds, first calls and the walk's call-width measurement are not timed). Then,
+per engine, a child process renders a short film (warm-up), resets its peak RSS, renders a `--clip`-second film
+and reports the peak and its growth: what one chunk in memory at a time costs, no engine hiding another's.
 
     .venv/bin/python bench/engines.py [--size 64] [--fps 8] [--steps 4] [--seconds 2] [--rounds 3] [--clip 10]
 
@@ -51,25 +52,43 @@ keyframes:
 """
 
 
-def render(engine: str, folder: Path, args, seconds: float, tag: str) -> tuple[float, int]:
+def render(engine: str, folder: Path, args, seconds: float, tag: str, rows: int | None = None) -> tuple[float, int]:
+    """One film into a fresh cache; the walk at `rows` (its width, measured once by the warm-up render: the
+    measurement is a first render's cost, not the walk's)."""
     from zoetrope.film.render import RenderRequest, render_film
 
     path = folder / f"{engine}-{tag}.yaml"
     path.write_text(scene(engine, args.size, args.fps, args.steps, seconds))
     start = time.perf_counter()
     result = render_film(RenderRequest(script=path, out=folder / f"{engine}-{tag}.mp4", models={"ltx": "tiny",
-                         "animatediff": "tiny"}, painter="tiny", cache_root=folder / f"cache-{tag}"))
+                         "animatediff": "tiny"}, painter="tiny", cache_root=folder / f"cache-{tag}", rows=rows))
     return time.perf_counter() - start, result.frames
 
 
-def child(args) -> None:
-    """One clip, then this process's peak RSS (MiB) as JSON on the last line."""
-    import resource
+def measured_rows(cache: Path) -> int | None:
+    choices = [json.loads(p.read_text()) for p in cache.glob("*/frames/rows.json")]
+    return next((int(v) for c in choices for v in c.values()), None)
 
+
+def _rss_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (the peak since the last reset) of this process, MiB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def child(args) -> None:
+    """A short warm-up film (imports, model builds), then the peak RSS reset (/proc/self/clear_refs) and the
+    clip: its peak RSS and its growth over the warmed-up process, as JSON on the last line."""
     with tempfile.TemporaryDirectory() as tmp:
+        render(args.child, Path(tmp), args, 1.0, "warm")
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        base = _rss_mib("VmRSS")
         seconds, frames = render(args.child, Path(tmp), args, args.clip, "clip")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"engine": args.child, "frames": frames, "seconds": seconds, "peak_rss_mib": peak}))
+    peak = _rss_mib("VmHWM")
+    print(json.dumps({"engine": args.child, "frames": frames, "seconds": seconds, "peak_rss_mib": peak,
+                      "growth_mib": peak - base}))
 
 
 def main() -> None:
@@ -92,14 +111,16 @@ def main() -> None:
     rates: dict[str, list[float]] = {e: [] for e in engines}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for engine in engines:  # warm-up: builds the tiny models, first calls
+        for engine in engines:  # warm-up: builds the tiny models, first calls, the walk's call width
             render(engine, folder, args, args.seconds, "warm")
+        rows = measured_rows(folder / "cache-warm")
         for r in range(args.rounds):
             for engine in (engines if r % 2 == 0 else engines[::-1]):  # arms alternate
-                seconds, frames = render(engine, folder, args, args.seconds, f"r{r}")
+                seconds, frames = render(engine, folder, args, args.seconds, f"r{r}", rows)
                 rates[engine].append(frames / seconds)
     print(f"engines at {args.size}x{args.size}, {args.fps} fps, {args.steps} steps, {args.seconds:g} s films "
-          f"(tiny models, {os.cpu_count()} cores, {args.rounds} rounds; frames/s median [min-max]):")
+          f"(tiny models, {os.cpu_count()} cores, {args.rounds} rounds, walk calls of {rows} rows; frames/s "
+          "median [min-max]):")
     for engine in engines:
         values = rates[engine]
         print(f"  {engine:12s} {statistics.median(values):7.2f} [{min(values):.2f}-{max(values):.2f}]")
@@ -111,8 +132,8 @@ def main() -> None:
             print(f"  {engine}: the {args.clip:g} s clip failed: {run.stderr.strip().splitlines()[-1:]}")
             continue
         figures = json.loads(run.stdout.strip().splitlines()[-1])
-        print(f"  {engine:12s} {args.clip:g} s clip: {figures['frames']} frames, peak RSS "
-              f"{figures['peak_rss_mib']:.0f} MiB, {figures['frames'] / figures['seconds']:.2f} frames/s")
+        print(f"  {engine:12s} {args.clip:g} s clip: {figures['frames']} frames, peak RSS {figures['peak_rss_mib']:.0f} "
+              f"MiB, {figures['growth_mib']:+.0f} MiB over the warmed-up process (models loaded)")
     walk = statistics.median(rates["walk"]) if "walk" in rates else None
     if walk:
         for engine in engines:

@@ -31,6 +31,7 @@ MAX_LOCAL_WORKERS = 64
 RESTARTS = 3  # per actor: a worker process killed (kill -9, OOM) restarts and reloads its models
 IN_FLIGHT = 2  # tasks queued per worker, so it never idles while the driver takes a result and sends more
 INSTALL = "Ray is not installed; install it with pip install -e '.[ray]'"
+WAIT = object()  # what a WorkerPool.ordered task source returns when its next task waits on a result in flight
 FORMS = "local:N (N workers on this machine), auto (the Ray cluster this machine is part of) or ray://host:port"
 
 
@@ -94,7 +95,9 @@ def one_line(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What each worker loads: the painter and/or the captioner (spec, revision), device, speed, CPU threads."""
+    """What each worker loads: the painter and/or the captioner (spec, revision), device, speed, CPU threads,
+    and a film's clip painters: `ltx`, `motion` (AnimateDiff's adapter over `motion_base`) with `memory`
+    (vae_tiling, cpu_offload). All load at the worker's start, so a failing one stops the pool's start."""
 
     painter: str | None = None
     painter_revision: str | None = None
@@ -103,6 +106,13 @@ class ModelSpec:
     device: str | None = None
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     threads: int | None = None  # intra-op threads of CPU workers; None: the driver's (see the top)
+    ltx: str | None = None
+    ltx_revision: str | None = None
+    motion: str | None = None
+    motion_revision: str | None = None
+    motion_base: str | None = None  # the SD 1.5-family painter the motion adapter animates
+    motion_base_revision: str | None = None
+    memory: dict = field(default_factory=dict)
 
 
 class WorkerFailed(Exception):
@@ -117,6 +127,7 @@ class ModelWorker:
 
         self.state: dict[str, Any] = {}  # what a callable keeps between calls (a walk's keyframe latents)
         self.painter = self.captioner = self.plan = None
+        self.clips: dict[str, Any] = {}  # engine -> clip painter (a drift's are made per call: film/distributed)
         self.where = f"ray worker {ray.util.get_node_ip_address()} pid {os.getpid()}"
         self.error: str | None = None
         try:
@@ -133,6 +144,17 @@ class ModelWorker:
                 self.painter = load_painter(spec.painter, self.plan, spec.painter_revision, spec.speed)
             if spec.captioner:
                 self.captioner = load_captioner(spec.captioner, self.plan, spec.captioner_revision)
+            if spec.ltx:
+                from zoetrope.stages.ltx import load_ltx
+
+                self.clips["ltx"] = load_ltx(spec.ltx, pick_device(spec.device, "bf16"), spec.ltx_revision,
+                                             **spec.memory)
+            if spec.motion:
+                from zoetrope.stages.animatediff import load_animatediff
+
+                self.clips["animatediff"] = load_animatediff(
+                    spec.motion, spec.motion_base, self.plan, adapter_revision=spec.motion_revision,
+                    painter_revision=spec.motion_base_revision, **spec.memory)
         except Exception as exc:  # answered on every call, so the driver stops with it instead of waiting
             self.error = f"{self.where}: {one_line(exc)}"
 
@@ -144,7 +166,11 @@ class ModelWorker:
         self._check()
         return {"where": self.where, "pid": os.getpid(), "plan": self.plan,
                 "painter": getattr(self.painter, "ref", None), "captioner": getattr(self.captioner, "ref", None),
-                "token_limit": getattr(self.painter, "token_limit", None)}
+                "token_limit": getattr(self.painter, "token_limit", None),
+                "clips": {engine: {"identity": clip.identity, "max_frames": clip.max_frames, "ref": clip.ref,
+                                   "takes_conditions": clip.takes_conditions,
+                                   "calls": tuple(clip.call_frames(n) for n in range(1, clip.max_frames + 1))}
+                          for engine, clip in self.clips.items()}}
 
     def run(self, fn: Callable, *args) -> Any:
         """`fn(worker, *args)` on the held models: the generic call (film chunks, verify steps, probes)."""
@@ -175,6 +201,7 @@ class WorkerPool:
         self.plan = infos[0]["plan"]
         self.painter_ref, self.captioner_ref = infos[0]["painter"], infos[0]["captioner"]
         self.token_limit = infos[0]["token_limit"]
+        self.clips = infos[0]["clips"]  # engine -> what the driver needs to lay chunks out (film/distributed)
 
     @property
     def size(self) -> int:
@@ -201,7 +228,8 @@ class WorkerPool:
 
     def ordered(self, next_task: Callable[[], tuple | None], fn: Callable) -> Iterator[tuple[tuple, Any]]:
         """Run `fn(worker, *task)` for tasks taken lazily from `next_task()` (None: no more) and yield
-        (task, result) in task order. A worker dead for good hands its tasks to the others; an error raised
+        (task, result) in task order; `next_task()` returns WAIT when its next task needs a result still in
+        flight (it is asked again after each result). A worker dead for good hands its tasks to the others; an error raised
         by a task (a worker that cannot load its model) is one UserError line, at once."""
         ray = self._ray
         live = list(range(self.size))
@@ -217,6 +245,8 @@ class WorkerPool:
             if counter["exhausted"]:
                 return None
             task = next_task()
+            if task is WAIT:
+                return None
             if task is None:
                 counter["exhausted"] = True
                 return None
@@ -322,7 +352,9 @@ def open_pool(address: str, spec: ModelSpec, workers: int | None = None) -> Work
     ray = import_ray()
     local = lambda s: str(Path(s).expanduser().resolve()) if s and Path(s).expanduser().is_dir() else s  # noqa: E731
     spec = ModelSpec(local(spec.painter), spec.painter_revision, local(spec.captioner), spec.captioner_revision,
-                     spec.device, spec.speed, spec.threads or torch.get_num_threads())
+                     spec.device, spec.speed, spec.threads or torch.get_num_threads(), local(spec.ltx),
+                     spec.ltx_revision, local(spec.motion), spec.motion_revision, local(spec.motion_base),
+                     spec.motion_base_revision, spec.memory)
     started, n, options = _connect(ray, parsed, spec.device != "cpu")
     n = min(n, workers) if workers else n
     remote = ray.remote(**options)(ModelWorker)
@@ -343,7 +375,9 @@ def open_pool(address: str, spec: ModelSpec, workers: int | None = None) -> Work
         raise
     first = infos[0]
     for info in infos[1:]:  # one film, one set of frame keys: every worker must paint the same bytes
-        if (info["plan"], info["painter"], info["captioner"]) != (first["plan"], first["painter"], first["captioner"]):
+        if (info["plan"], info["painter"], info["captioner"], {e: c["identity"] for e, c in info["clips"].items()}) \
+                != (first["plan"], first["painter"], first["captioner"],
+                    {e: c["identity"] for e, c in first["clips"].items()}):
             _close(ray, actors, started)
             raise UserError(f"--ray: workers differ: {first['where']} has {first['plan']}, {first['painter']}; "
                             f"{info['where']} has {info['plan']}, {info['painter']}")
