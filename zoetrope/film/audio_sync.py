@@ -103,3 +103,25 @@ def write_plot(out: Path, timing: SyncedTiming, fps: float) -> Path:
     plot_timing(path, timing.audio, fps, timing.positions, timing.keyframe_frames, strength=timing.strength,
                 sync=timing.sync)
     return path
+
+
+# The scene's easings as ffmpeg expressions of u in [0, 1] (settings/timing.py EASINGS, the same formulas).
+FFMPEG_EASINGS = {"linear": "{u}", "ease-in": "pow({u},2)", "ease-out": "(1-pow(1-{u},2))",
+                  "ease-in-out": "((1-cos(PI*{u}))/2)", "smoothstep": "(pow({u},2)*(3-2*{u}))"}
+
+
+def gain_filter(gain, fps: float, easing: str) -> str | None:
+    """The audio gain schedule as ffmpeg's `volume` filter, evaluated per audio frame on the film's clock (t = 0
+    where the film starts): constant before the first key and after the last, eased between keys with the
+    scene's easing. None for a gain of 1 (the audio as recorded)."""
+    from zoetrope.settings.schedules import keyed_frames
+
+    keys = [(frame / fps, value) for frame, value in keyed_frames(gain, fps)]
+    if len(keys) == 1:
+        return None if keys[0][1] == 1.0 else f"volume={keys[0][1]:.6g}"
+    expr = f"{keys[-1][1]:.6g}"
+    for (t0, v0), (t1, v1) in reversed(list(zip(keys[:-1], keys[1:], strict=True))):
+        u = f"((t-{t0:.6f})/{t1 - t0:.6f})"
+        expr = f"if(lt(t,{t1:.6f}),{v0:.6g}+({v1 - v0:.6g})*{FFMPEG_EASINGS[easing].format(u=u)},{expr})"
+    expr = f"if(lt(t,{keys[0][0]:.6f}),{keys[0][1]:.6g},{expr})"
+    return f"volume='{expr}':eval=frame"

@@ -65,6 +65,7 @@ class FrameWriter:
 
     def __init__(self, path: Path, fps: int | float, size: tuple[int, int], *, audio: Path | None = None,
                  crf: int = 18, audio_start: float = 0.0, fps_out: int | float | None = None,
+                 audio_filter: str | None = None,
                  frames: int | None = None):
         width, height = size
         if fps <= 0:
@@ -86,6 +87,7 @@ class FrameWriter:
         self.size = (int(width), int(height))
         self.audio = Path(audio) if audio is not None else None
         self.audio_start = float(audio_start)  # seconds into the audio file where the film's sound starts
+        self.audio_filter = audio_filter  # an ffmpeg audio filter (the gain schedule: film/audio_sync.py)
         self.crf = crf
         self.fps_out = fps_out
         self.frames = frames  # with fps_out: exactly this many painted frames are written
@@ -204,8 +206,8 @@ class FrameWriter:
         cmd = [
             ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(self._tmp), "-ss", f"{self.audio_start:.6f}",
             "-t", f"{seconds:.6f}", "-i", str(self.audio),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
-            "-movflags", "+faststart", str(muxed),
+            "-map", "0:v:0", "-map", "1:a:0", *(["-af", self.audio_filter] if self.audio_filter else []),
+            "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(muxed),
         ]
         try:
             run = subprocess.run(cmd, capture_output=True, text=True)

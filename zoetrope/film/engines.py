@@ -128,7 +128,7 @@ def image_source(path: str) -> Source:
 def chunk_key(chunk: Chunk, identity: dict, script: SceneScript, width: int, height: int) -> str:
     record = {
         "chunk": CHUNK_VERSION, "engine": chunk.engine, "identity": identity, "width": width, "height": height,
-        "steps": script.steps, "guidance": script.guidance, "fps": script.fps, "seed": chunk.seed,
+        "steps": script.steps, "guidance": script.guidance_peak(), "fps": script.fps, "seed": chunk.seed,
         "prompts": sorted(chunk.prompts.items()), "negative": chunk.negative, "call_frames": chunk.call_frames,
         "skip": chunk.skip, "frames": chunk.frames,
         "conditions": [[c.frame, c.strength, [s.digest for s in c.sources]] for c in chunk.conditions],
@@ -213,10 +213,16 @@ def plan_segment(script: SceneScript, i: int, engine: str, painter, identity: di
 
 
 def _motion_values(script: SceneScript, i: int, start_frame: int, frames: int) -> dict[str, tuple[float, ...]]:
+    """A drift segment's per-frame motion values; its guidance from the motion's schedule, else from the scene's
+    guidance schedule (a constant guidance is the request's own)."""
     from zoetrope.settings.schedules import motion_values
 
-    return motion_values(script.motion, script.keyframes[i].motion, start=start_frame, frames=frames, fps=script.fps,
-                         easing=script.easing_of(i))
+    values = motion_values(script.motion, script.keyframes[i].motion, start=start_frame, frames=frames,
+                           fps=script.fps, easing=script.easing_of(i))
+    scheduled = script.guidance_frames()
+    if "guidance" not in values and scheduled is not None:
+        values["guidance"] = tuple(scheduled[min(start_frame + n, len(scheduled) - 1)] for n in range(frames))
+    return values
 
 
 def _palette(script: SceneScript, i: int, previous: Source | None, chunks: list[Chunk], cache: Path) -> Source | None:
@@ -251,7 +257,7 @@ def clip_request(chunk: Chunk, script: SceneScript, width: int, height: int, loa
     reference = _fit(load(chunk.reference.path), width, height) if chunk.reference is not None else None
     return ClipRequest(prompts=chunk.prompts, negative_prompt=chunk.negative, seed=chunk.seed,
                        frames=chunk.call_frames, width=width, height=height, steps=script.steps,
-                       guidance=script.guidance, fps=script.fps, conditions=conditions, motion=chunk.motion,
+                       guidance=script.guidance_peak(), fps=script.fps, conditions=conditions, motion=chunk.motion,
                        color_reference=reference)
 
 

@@ -87,7 +87,7 @@ class FilmLayout:
 
 def film_size(film: Film, preview: bool) -> tuple[int, int]:
     """The film's size; a preview's is half, rounded down to what every engine of the film takes."""
-    from zoetrope.settings.scene import ENGINE_SIZE_MULTIPLE
+    from zoetrope.settings.scene_rules import ENGINE_SIZE_MULTIPLE
 
     width, height = film.size
     if not preview:

@@ -178,8 +178,9 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
     from zoetrope.film.encode import FrameWriter, burn_subtitle, intertitle_card
 
     previous, image, card_text, card = None, None, None, None
-    sound, start = audio or (None, 0.0)
-    with FrameWriter(path, fps, size, audio=sound, audio_start=start, fps_out=fps_out, frames=len(shots)) as writer:
+    sound, start, gain = audio or (None, 0.0, None)
+    with FrameWriter(path, fps, size, audio=sound, audio_start=start, fps_out=fps_out, frames=len(shots),
+                     audio_filter=gain) as writer:
         for shot in shots:
             if shot.path != previous:  # a hold repeats one cached frame: read it once
                 feed.wait(shot.path)
@@ -230,7 +231,7 @@ def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None
                       on_line: Callable[[str], None], progress: Callable[[str, int], Progress]) -> tuple[int, int]:
     """The engines paint on this thread (the walk saves on its writer thread), and the encoder thread takes
     frames in film order: encoding overlaps painting, and no engine waits for ffmpeg. `audio`: (file, seconds
-    into it where the film starts) or None. Returns (cached, rendered)."""
+    into it where the film starts, the gain's ffmpeg filter or None) or None. Returns (cached, rendered)."""
     from zoetrope.film.walk import FrameFeed, needed_jobs
 
     feed, failures = FrameFeed(), []
@@ -335,8 +336,10 @@ def _render(request: RenderRequest, inputs: FilmInputs, models, timing, on_line:
     sweep_temps(inputs.out.parent, (inputs.out.name, srt.name, record.name, plot_path(inputs.out).name))  # dead ones
     audio = None
     if inputs.film.audio is not None:
-        spec = inputs.film.audio_spec
-        audio = (inputs.film.audio, (spec.start or 0.0) if spec is not None else 0.0)
+        from zoetrope.film.audio_sync import gain_filter
+
+        spec, first = inputs.film.audio_spec, inputs.film.scenes[0][1]
+        audio = (inputs.film.audio, spec.start or 0.0, gain_filter(spec.gain, first.fps, first.easing))
     cached, rendered = render_and_encode(models, layout, inputs.out, audio, request.batch_size,
                                          on_line, progress)
     write_srt(layout.cues, srt)

@@ -47,6 +47,7 @@ class Job:
     b: int | None
     t: float
     key: str
+    guidance: float | None = None  # under a guidance schedule: this frame's (the scene's value where it is shown)
 
 
 @dataclass
@@ -97,8 +98,10 @@ def painter_identity(painter, speed=None) -> dict:
 
 
 def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: int, b: int | None, t: float,
-              rows: int = ROWS) -> str:
-    """sha256 of everything that determines a frame's pixels; `t` as float.hex so equal means bit-equal."""
+              rows: int = ROWS, guidance: float | None = None) -> str:
+    """sha256 of everything that determines a frame's pixels; `t` as float.hex so equal means bit-equal. Under a
+    guidance schedule, the frame's own guidance (bit-exact) and the scene's peak (it decides whether the call
+    runs classifier-free guidance at all); a constant guidance keys as it always did."""
     def end(i: int | None):
         return None if i is None else {"prompt": script.prompt_of(i), "negative": script.negative_of(i),
                                        "seed": script.seed_of(i)}
@@ -107,6 +110,8 @@ def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: i
         "walk": WALK_VERSION, "rows": rows, **identity, "width": width, "height": height, "steps": script.steps,
         "guidance": script.guidance, "scheduler": script.scheduler, "a": end(a), "b": end(b), "t": float(t).hex(),
     }
+    if guidance is not None:
+        record["guidance"] = {"frame": float(guidance).hex(), "peak": script.guidance_peak()}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -127,18 +132,27 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
     starts: list[int] = []
     keyframe_jobs: list[int] = []
     n_keys = len(script.keyframes)
+    scheduled = script.guidance_frames()  # per scene frame, under a guidance schedule
+    at = [0]  # scene frame where each segment starts
+    for i in range(n_keys):
+        at.append(at[-1] + script.hold_frames(i) + script.transition_frames(i))
+
+    def job(a: int, b: int | None, t: float, frame: int) -> Job:
+        g = None if scheduled is None else scheduled[min(frame, len(scheduled) - 1)]
+        return Job(a, b, t, frame_key(identity, script, width, height, a, b, t, rows, g), g)
+
     for i in range(n_keys):
         keyframe_jobs.append(len(jobs))
-        jobs.append(Job(i, None, 0.0, frame_key(identity, script, width, height, i, None, 0.0, rows)))
+        jobs.append(job(i, None, 0.0, at[i]))
     for i in range(n_keys):
         starts.append(len(sequence))
         if only is not None and i not in only:
             continue
         sequence += [keyframe_jobs[i]] * script.hold_frames(i)
         if i + 1 < n_keys:
-            for t in script.transition_ts_of(i):
+            for k, t in enumerate(script.transition_ts_of(i)):
                 sequence.append(len(jobs))
-                jobs.append(Job(i, i + 1, t, frame_key(identity, script, width, height, i, i + 1, t, rows)))
+                jobs.append(job(i, i + 1, t, at[i] + script.hold_frames(i) + k))
     return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows)
 
 
@@ -164,7 +178,7 @@ def write_frame(path: Path, image: Image.Image) -> None:
 
 
 def walk_params(script: SceneScript, width: int, height: int) -> PaintParams:
-    return PaintParams(steps=script.steps, guidance=script.guidance, width=width, height=height,
+    return PaintParams(steps=script.steps, guidance=script.guidance_peak(), width=width, height=height,
                        scheduler=script.scheduler)
 
 
@@ -216,7 +230,8 @@ class Walker:
         if not todo:
             return
         s = self.plan.script
-        embeds = self.painter.encode([s.prompt_of(i) for i in todo], [s.negative_of(i) for i in todo], s.guidance)
+        embeds = self.painter.encode([s.prompt_of(i) for i in todo], [s.negative_of(i) for i in todo],
+                                     self.params.guidance)
         for row, i in enumerate(todo):
             self._embeds[i] = {name: tensor[row:row + 1] for name, tensor in embeds.items()}
             self._noise[i] = self.painter.noise([s.seed_of(i)], self.plan.width, self.plan.height)
@@ -239,7 +254,12 @@ class Walker:
         rows += [rows[-1]] * (rows_n - len(rows))
         embeds = {name: torch.cat([r[0][name] for r in rows]) for name in rows[0][0]}
         latents = torch.cat([r[1] for r in rows])
-        return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents)[:len(jobs)]
+        if jobs[0].guidance is None:
+            return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents)[:len(jobs)]
+        guidance = [j.guidance for j in jobs]  # a guidance schedule: each row its own, padded like the rows
+        guidance += [guidance[-1]] * (rows_n - len(guidance))
+        return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents,
+                                  guidance_rows=guidance)[:len(jobs)]
 
 
 def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None = None, progress=None,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from zoetrope.settings.parsing import Strict
+from zoetrope.settings.schedules import Gain
 
 
 def field_error(loc: tuple, message: str, value) -> ValidationError:
@@ -60,6 +61,8 @@ class AudioSpec(BaseModel):
     start: float | None = Field(None, ge=0, description="seconds into the file where the film starts")
     end: float | None = Field(None, gt=0, description="seconds into the file where the film ends")
     smooth: float = Field(0.0, ge=0, le=1, description="blend the audio-driven motion toward linear (0: none)")
+    gain: Gain = Field(1.0, description="a factor or a schedule over the film ({0: 0.0, 2s: 1.0}: a fade-in), "
+                                        "eased with the scene's easing")
 
     @field_validator("file")
     @classmethod

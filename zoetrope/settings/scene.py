@@ -32,18 +32,18 @@ from pydantic import (
 )
 
 from zoetrope.base.errors import UserError
+from zoetrope.settings import scene_rules
 from zoetrope.settings.loop import LoraSettings
 from zoetrope.settings.media import AudioSpec, check_audio_field, check_image, field_error
 from zoetrope.settings.params import SCHEDULERS, UpscaleSpec
 from zoetrope.settings.parsing import Strict, load_yaml_model
-from zoetrope.settings.schedules import ColorCoherence, Motion, check_motion
+from zoetrope.settings.schedules import ColorCoherence, Guidance, Motion, check_keys, evaluate
 from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
 
 SCHEMA_VERSION = 1
 ANCESTRAL = {"euler_a"}  # add fresh noise every step: a walk through them flickers
 Easing = Literal["linear", "ease-in", "ease-out", "ease-in-out", "smoothstep"]
 Engine = Literal["walk", "ltx", "animatediff", "drift"]
-ENGINE_SIZE_MULTIPLE = {"walk": 8, "ltx": 32, "animatediff": 8, "drift": 8}  # VAE downsampling; LTX's VAE x patches
 Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels; a multiple of 8 (VAE downsampling)")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="names the frame-cache folder")]
 assert set(EASINGS) == set(Easing.__args__)  # one list of curves
@@ -92,7 +92,8 @@ class SceneScript(BaseModel):
     height: Size = 256
     model: str = Field("sd-turbo", description="painter preset, local folder or Hub id (--models overrides)")
     steps: int = Field(4, ge=1, le=150)
-    guidance: float = Field(0.0, ge=0.0, le=30.0)
+    guidance: Guidance = Field(0.0, description="classifier-free guidance: a number, or a schedule over the scene "
+                               "(walk and drift segments)")
     scheduler: str = Field("euler", description="non-ancestral only: ancestral samplers flicker")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="base seed: keyframe i without a seed uses seed + i")
     style: str = Field("", description="appended to every prompt, after a comma")
@@ -150,43 +151,21 @@ class SceneScript(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _loras_fit_engines(self):
-        """LoRA styles are fused into the walk's and the drift's painter; AnimateDiff loads its own, without them."""
-        if self.loras and "animatediff" in self.engines():
-            raise field_error(("loras",), "the animatediff engine does not take LoRA styles yet", None)
+    def _rules(self):
+        """The cross-field rules (settings/scene_rules.py): schedules, motions, LoRAs, fps_out, engine sizes."""
+        scene_rules.check(self)
         return self
 
-    @model_validator(mode="after")
-    def _fps_out_above_fps(self):
-        if self.fps_out is not None and self.fps_out <= self.fps:
-            raise field_error(("fps_out",), f"must be above fps ({self.fps}): it fills frames between painted ones",
-                              self.fps_out)
-        return self
+    def guidance_peak(self) -> float:
+        """The highest guidance of the scene: a constant's value, or a schedule's top (classifier-free guidance
+        is on for every frame of a scene whose guidance ever exceeds 1, so no frame depends on its batch)."""
+        return max(v for v in self.guidance.values()) if isinstance(self.guidance, dict) else float(self.guidance)
 
-    @model_validator(mode="after")
-    def _motions(self):
-        """A `motion:` only where a drift renders, its schedules inside their span and its strengths real."""
-        for i, keyframe in enumerate(self.keyframes):
-            if keyframe.motion is not None and self.engine_of(i) != "drift":
-                raise field_error(("keyframes", i, "motion"), f"a motion needs the drift engine, not {self.engine_of(i)}",
-                                  None)
-            check_motion(keyframe.motion, loc=("keyframes", i, "motion"), fps=self.fps, steps=self.steps,
-                         frames_total=frame_count(keyframe.hold, self.fps) + frame_count(self.transition_of(i), self.fps))
-        check_motion(self.motion, loc=("motion",), frames_total=self.frame_count(), fps=self.fps, within="scene",
-                     steps=self.steps)
-        return self
-
-    @model_validator(mode="after")
-    def _engine_sizes(self):
-        """Each engine's size rule, named at the field (a size the engine cannot take loads no model)."""
-        for engine in self.engines():
-            multiple = ENGINE_SIZE_MULTIPLE[engine]
-            for field in ("width", "height"):
-                value = getattr(self, field)
-                if value % multiple:
-                    raise field_error((field,), f"the {engine} engine needs a multiple of {multiple} (got {value})",
-                                       value)
-        return self
+    def guidance_frames(self) -> list[float] | None:
+        """Per scene frame, the guidance of a schedule (eased with the scene's easing); None for a constant."""
+        if not isinstance(self.guidance, dict):
+            return None
+        return evaluate(self.guidance, self.frame_count(), self.fps, self.easing)
 
     # ------------------------------------------------------------------------------------ resolved
 
@@ -291,6 +270,14 @@ class FilmFile(BaseModel):
             if scene.audio is not None:
                 raise field_error((i, "audio"), "in a film file, audio belongs to the film, not a scene", scene.audio)
         return scenes
+
+    @model_validator(mode="after")
+    def _audio_gain_keys(self):
+        if self.audio is not None:
+            synced = self.audio.sync != "none"
+            check_keys(self.audio.gain, field=("audio", "gain"), fps=self.scenes[0].fps, within="film",
+                       frames_total=10**9 if synced else sum(s.frame_count() for s in self.scenes))
+        return self
 
 
 @dataclass

@@ -224,10 +224,14 @@ Strength = schedule(0.0, 1.0, low_open=True, description="image-to-image strengt
                     "1.0 forgets the previous frame")
 
 
+Guidance = schedule(0.0, 30.0, description="classifier-free guidance of each repaint (default: the scene's)")
+Gain = schedule(0.0, 4.0, description="audio gain, a factor (1: as recorded, 0: silent)")
+
+
 class Motion(BaseModel):
     """A drift: each frame is the previous one warped by zoom, angle and translate, repainted with strength
-    (Deforum's 2D mode). Each field is a constant or a schedule; defaults are the identity warp and Deforum's
-    strength 0.65."""
+    and guidance (Deforum's 2D mode). Each field is a constant or a schedule; defaults are the identity warp,
+    Deforum's strength 0.65 and the scene's guidance."""
 
     model_config = Strict
     zoom: Zoom = 1.0
@@ -235,6 +239,7 @@ class Motion(BaseModel):
     translate_x: Translate = 0.0
     translate_y: Translate = 0.0
     strength: Strength = 0.65
+    guidance: Guidance | None = None
 
 
 def check_motion(motion: Motion | None, *, loc: str | tuple, frames_total: int, fps: float,
@@ -244,9 +249,10 @@ def check_motion(motion: Motion | None, *, loc: str | tuple, frames_total: int, 
     no repaint at all (eased values lie between their keys', so checking the keys checks every frame)."""
     if motion is None:
         return
-    for name in MOTION_DEFAULTS:
-        check_keys(getattr(motion, name), field=(*_loc(loc), name), frames_total=frames_total, fps=fps,
-                   within=within)
+    for name in (*MOTION_DEFAULTS, "guidance"):
+        if getattr(motion, name) is not None:
+            check_keys(getattr(motion, name), field=(*_loc(loc), name), frames_total=frames_total, fps=fps,
+                       within=within)
     if steps is not None:
         keyed = isinstance(motion.strength, Mapping)
         for key, value in motion.strength.items() if keyed else [(None, motion.strength)]:
@@ -260,7 +266,8 @@ def motion_values(scene: Motion | None, segment: Motion | None, *, start: int, f
                   easing: str) -> dict[str, tuple[float, ...]]:
     """Per-frame values of each motion field over a segment's `frames` frames, the segment starting at scene
     frame `start`. A field the segment's `motion:` sets counts its keys from the segment's start; one it takes
-    from the scene's `motion:` counts them from the scene's start; neither: the default."""
+    from the scene's `motion:` counts them from the scene's start; neither: the default (for guidance: no entry,
+    so each repaint takes the scene's guidance)."""
     values = {}
     for name, default in MOTION_DEFAULTS.items():
         if segment is not None and name in segment.model_fields_set:
@@ -269,4 +276,8 @@ def motion_values(scene: Motion | None, segment: Motion | None, *, start: int, f
             values[name] = tuple(evaluate(getattr(scene, name), frames, fps, easing, start=start))
         else:
             values[name] = (default,) * frames
+    for source, offset in ((segment, 0), (scene, start)):  # guidance: only where a motion sets it
+        if source is not None and source.guidance is not None:
+            values["guidance"] = tuple(evaluate(source.guidance, frames, fps, easing, start=offset))
+            break
     return values

@@ -219,8 +219,11 @@ class Painter:
         prompt_embeds: PromptEmbeds | None = None,
         negative_prompts: list[str] | None = None,
         init_images: list[Image.Image] | None = None,
+        guidance_rows: list[float] | None = None,
     ) -> list[Image.Image]:
-        """Text-to-image, or image-to-image when `init_images` is given (then `params.strength` applies)."""
+        """Text-to-image, or image-to-image when `init_images` is given (then `params.strength` applies).
+        `guidance_rows`: one guidance per latent row (a film's guidance schedule), with `params.guidance` the
+        highest of them (it decides whether guidance runs at all); the lean path only."""
         # 1. Check inputs
         self.check_inputs(prompts, params=params, seeds=seeds, latents=latents, prompt_embeds=prompt_embeds,
                           negative_prompts=negative_prompts, init_images=init_images)
@@ -242,11 +245,14 @@ class Painter:
         if seeded:
             latents = self.noise(seeds, params.width, params.height)
         latents = latents.to(self.plan.device, self.plan.dtype)
+        if guidance_rows is not None and (len(guidance_rows) != latents.shape[0] or not self.lean(prompt_embeds, params)):
+            raise ValueError(f"`guidance_rows` needs one value per latent row ({latents.shape[0]}) and a Stable "
+                             f"Diffusion 1/2 painter but got {len(guidance_rows)} values for {self.ref.id}.")
         with per_item.active() if seeded else nullcontext():
             if self.lean(prompt_embeds, params):
                 embeds = prompt_embeds if prompt_embeds is not None else self.encode(prompts, negative_prompts,
                                                                                      params.guidance)
-                return self.decode(self.denoise(embeds, latents, params))
+                return self.decode(self.denoise(embeds, latents, params, guidance_rows))
             return self.text2img(latents=latents, width=params.width, height=params.height, **common).images
 
     def lean(self, prompt_embeds: PromptEmbeds | None, params: PaintParams) -> bool:
@@ -261,11 +267,13 @@ class Painter:
         return params.guidance <= 1.0 or prompt_embeds is None or "negative_prompt_embeds" in prompt_embeds
 
     @torch.inference_mode()
-    def denoise(self, embeds: PromptEmbeds, latents: torch.Tensor, params: PaintParams) -> torch.Tensor:
+    def denoise(self, embeds: PromptEmbeds, latents: torch.Tensor, params: PaintParams,
+                guidance_rows: list[float] | None = None) -> torch.Tensor:
         """Stable Diffusion's denoising loop on the pipeline's own UNet and scheduler, as `__call__` runs it
         (diffusers 0.42: same calls, same order, so the same numbers) without its per-call work: input checks
         for prompts we never pass, callbacks, IP-adapter and LoRA branches, the progress bar. Unit-variance
-        `latents` in (scaled here by the scheduler's init sigma), denoised latents out."""
+        `latents` in (scaled here by the scheduler's init sigma), denoised latents out. `guidance_rows`: each
+        row's own guidance scale (an element-wise product, so a row's numbers do not depend on the others)."""
         pipe, scheduler = self.text2img, self.text2img.scheduler
         device = self.plan.device
         cfg = params.guidance > 1.0
@@ -281,7 +289,9 @@ class Painter:
             noise = pipe.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
             if cfg:
                 uncond, cond = noise.chunk(2)
-                noise = uncond + params.guidance * (cond - uncond)
+                scale = params.guidance if guidance_rows is None else \
+                    torch.tensor(guidance_rows, dtype=noise.dtype, device=noise.device).view(-1, 1, 1, 1)
+                noise = uncond + scale * (cond - uncond)
             latents = scheduler.step(noise, t, latents, return_dict=False)[0]
         return latents
 
