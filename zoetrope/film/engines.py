@@ -90,12 +90,16 @@ class Chunk:
 
     def record(self) -> dict:
         """What the film's sidecar says of this chunk (provenance)."""
-        return {"chunk": self.index, "key": self.key, "seed": self.seed, "frames": self.frames,
-                "call_frames": self.call_frames, "skip": self.skip, "prompts": {str(k): v for k, v in self.prompts.items()},
-                "conditioning": [{"frame": c.frame, "strength": c.strength, "sources": [s.digest for s in c.sources]}
-                                 for c in self.conditions]} | ({"motion": {k: list(v) for k, v in self.motion.items()}}
-                                                              if self.motion is not None else {}) \
-            | ({"color_reference": self.reference.digest} if self.reference is not None else {})
+        record = {"chunk": self.index, "key": self.key, "seed": self.seed, "frames": self.frames,
+                  "call_frames": self.call_frames, "skip": self.skip,
+                  "prompts": {str(k): v for k, v in self.prompts.items()},
+                  "conditioning": [{"frame": c.frame, "strength": c.strength, "sources": [s.digest for s in c.sources]}
+                                   for c in self.conditions]}
+        if self.motion is not None:
+            record["motion"] = {k: list(v) for k, v in self.motion.items()}
+        if self.reference is not None:
+            record["color_reference"] = self.reference.digest
+        return record
 
 
 @dataclass
