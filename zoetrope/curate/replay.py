@@ -90,23 +90,28 @@ def logged_model(chain: ChainLog, role: str, models: dict[str, str] | None = Non
     return spec, logged.get("revision") if spec == logged.get("id") else None
 
 
-def open_chain_models(chain: ChainLog, models: dict[str, str] | None = None, device: str | None = None):
-    """Load the models the header names (with their revisions), or the `--models` overrides."""
-    from zoetrope.loop.run import open_models
+def chain_models(chain: ChainLog, models: dict[str, str] | None = None):
+    """What the header says to load: ((painter, revision), (captioner, revision)) after the `--models`
+    overrides, and the logged LoopConfig (its speed settings and LoRAs paint too) or None."""
+    from zoetrope.settings.loop import LoopConfig
 
     logged = chain.header.get("models") or {}
     if not (isinstance(logged, dict) and all(isinstance(logged.get(role), dict) and "id" in logged[role]
                                              for role in ("painter", "captioner"))):
         raise UserError(f"{chain.folder / LOG_NAME}:1: header names no painter/captioner models")
-    (painter_spec, painter_revision), (captioner_spec, captioner_revision) = (
-        logged_model(chain, "painter", models), logged_model(chain, "captioner", models))
-    revisions = (painter_revision, captioner_revision)
-    # The logged speed settings matter: a TAESD decoder paints other pixels than the full VAE.
-    from zoetrope.settings.loop import LoopConfig
-
     config = LoopConfig.model_validate(chain.header["config"]) if "config" in chain.header else None
+    return logged_model(chain, "painter", models), logged_model(chain, "captioner", models), config
+
+
+def open_chain_models(chain: ChainLog, models: dict[str, str] | None = None, device: str | None = None):
+    """Load the models the header names (with their revisions), or the `--models` overrides."""
+    from zoetrope.loop.run import open_models
+
+    (painter_spec, painter_revision), (captioner_spec, captioner_revision), config = chain_models(chain, models)
+    # The logged speed settings matter: a TAESD decoder paints other pixels than the full VAE.
     speed, loras = (config.speed, config.loras) if config is not None else (None, ())
-    return open_models(painter_spec, captioner_spec, revisions, device, speed, loras=loras)
+    return open_models(painter_spec, captioner_spec, (painter_revision, captioner_revision), device, speed,
+                       loras=loras)
 
 
 # ------------------------------------------------------------------------------------------- steps

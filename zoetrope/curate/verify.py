@@ -199,6 +199,16 @@ def environment_line(env: Environment) -> str:
     return f"environment matches the header ({env.device}, {env.dtype_name}): expecting identical bytes"
 
 
+def chain_to_verify(folder: Path, min_psnr: float | None) -> tuple[ChainLog, float]:
+    """The chain in `folder` and the PSNR bound (the default when None), or the one line that says why not."""
+    if min_psnr is not None and not min_psnr > 0:
+        raise UserError(f"--min-psnr: must be greater than 0 dB (got {min_psnr})")
+    chain = read_chain(folder)  # a dropped torn line is logged as a warning
+    if not chain.steps:
+        raise UserError(f"{folder}: the chain has no steps to verify")
+    return chain, DEFAULT_MIN_PSNR if min_psnr is None else min_psnr
+
+
 def verify_folder(folder: Path, models: dict[str, str] | None = None, device: str | None = None,
                   min_psnr: float | None = None, on_environment: Callable[[Environment], None] = lambda env: None,
                   on_step: Callable[[StepCheck], None] = lambda check: None) -> VerifyReport:
@@ -207,12 +217,7 @@ def verify_folder(folder: Path, models: dict[str, str] | None = None, device: st
     load); `on_step` hears each step's check as it is made."""
     from zoetrope.loop.run import library_versions
 
-    if min_psnr is not None and not min_psnr > 0:
-        raise UserError(f"--min-psnr: must be greater than 0 dB (got {min_psnr})")
-    min_psnr = DEFAULT_MIN_PSNR if min_psnr is None else min_psnr
-    chain = read_chain(folder)  # a dropped torn line is logged as a warning
-    if not chain.steps:
-        raise UserError(f"{folder}: the chain has no steps to verify")
+    chain, min_psnr = chain_to_verify(folder, min_psnr)
     painter, captioner, plan = open_chain_models(chain, models, device)
     versions = library_versions()
     on_environment(Environment(differences(chain.header, plan, versions), plan.device, plan.dtype_name, min_psnr))

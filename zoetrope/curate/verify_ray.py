@@ -15,10 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from zoetrope.base.errors import UserError
-from zoetrope.curate.replay import check_file, environment_differences, logged_model, read_pixels
-from zoetrope.curate.verify import DEFAULT_MIN_PSNR, Environment, StepCheck, VerifyReport, verify_chain
-from zoetrope.loop.chainlog import LOG_NAME, ChainLog
+from zoetrope.curate.replay import chain_models, check_file, environment_differences, read_pixels
+from zoetrope.curate.verify import Environment, StepCheck, VerifyReport, chain_to_verify, verify_chain
+from zoetrope.loop.chainlog import ChainLog
 from zoetrope.loop.wall_ray import RemoteCaptioner, RemotePainter
 
 
@@ -127,26 +126,13 @@ def verify_folder_ray(folder: Path, address: str, models: dict[str, str] | None 
                       min_psnr: float | None = None, on_environment: Callable[[Environment], None] = lambda env: None,
                       on_step: Callable[[StepCheck], None] = lambda check: None) -> VerifyReport:
     """verify.verify_folder with the models on Ray workers (`replay verify DIR --ray ADDRESS`)."""
-    from zoetrope.loop.chainlog import read_chain
-    from zoetrope.settings.loop import LoopConfig
     from zoetrope.settings.params import SpeedOptions
     from zoetrope.stages.cluster import ModelSpec, open_pool
 
-    if min_psnr is not None and not min_psnr > 0:
-        raise UserError(f"--min-psnr: must be greater than 0 dB (got {min_psnr})")
-    min_psnr = DEFAULT_MIN_PSNR if min_psnr is None else min_psnr
-    chain = read_chain(folder)  # a dropped torn line is logged as a warning
-    if not chain.steps:
-        raise UserError(f"{folder}: the chain has no steps to verify")
-    logged = chain.header.get("models") or {}
-    if not (isinstance(logged, dict) and all(isinstance(logged.get(role), dict) and "id" in logged[role]
-                                             for role in ("painter", "captioner"))):
-        raise UserError(f"{chain.folder / LOG_NAME}:1: header names no painter/captioner models")
-    (painter, painter_revision), (captioner, captioner_revision) = (
-        logged_model(chain, "painter", models), logged_model(chain, "captioner", models))
+    chain, min_psnr = chain_to_verify(folder, min_psnr)
+    (painter, painter_revision), (captioner, captioner_revision), config = chain_models(chain, models)
     # The logged speed settings matter: a TAESD decoder paints other pixels than the full VAE.
-    speed = LoopConfig.model_validate(chain.header["config"]).speed.options() if "config" in chain.header \
-        else SpeedOptions()
+    speed = config.speed.options() if config is not None else SpeedOptions()
     pool = open_pool(address, ModelSpec(painter, painter_revision, captioner, captioner_revision, device, speed))
     try:
         return verify_with_pool(chain, pool, min_psnr, on_environment, on_step)

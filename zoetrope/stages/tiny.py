@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -17,15 +18,23 @@ from zoetrope.stages.presets import TINY_BUILD_VERSION, Role, cache_dir
 
 
 def ensure_tiny(role: Role) -> Path:
-    """Build the tiny models once into the cache (atomically: a crash never leaves half a model)."""
-    root = cache_dir() / f"tiny-v{TINY_BUILD_VERSION}"
+    """Build the tiny SD painter and BLIP captioner once into the cache; the folder of `role`."""
+    def build(folder: Path) -> None:
+        build_tiny_painter(folder / "painter")
+        build_tiny_captioner(folder / "captioner")
+
+    return build_once(cache_dir() / f"tiny-v{TINY_BUILD_VERSION}", build, TINY_BUILD_VERSION) / role
+
+
+def build_once(root: Path, build: Callable[[Path], None], version: str) -> Path:
+    """`build(folder)` once into `root`, atomically: into a staging folder beside it, marked complete, renamed
+    whole (a crash never leaves half a model; a process that finishes second keeps the first one's copy)."""
     if not (root / "complete").exists():
         root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
         try:
-            build_tiny_painter(staging / "painter")
-            build_tiny_captioner(staging / "captioner")
-            (staging / "complete").write_text(TINY_BUILD_VERSION)
+            build(staging)
+            (staging / "complete").write_text(version)
             try:
                 os.replace(staging, root)
             except OSError:  # another process finished first; its copy is identical
@@ -33,7 +42,7 @@ def ensure_tiny(role: Role) -> Path:
                     raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return root / role
+    return root
 
 
 # Words for the tiny BLIP vocabulary: its untrained captions then read as (random) English.

@@ -8,9 +8,6 @@ is part of every walk frame's cache key). Builders: tiny_ltx.py, tiny_motion.py,
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from zoetrope.stages.presets import Role, cache_dir
@@ -34,20 +31,9 @@ def _builder(role: Role):
 
 
 def ensure_tiny_video(role: Role) -> tuple[Path, str]:
-    """Build the role's tiny model once (atomically: a crash never leaves half a model); (folder, revision)."""
+    """Build the role's tiny model once (atomically: tiny.build_once); (folder, revision)."""
+    from zoetrope.stages.tiny import build_once
+
     build, version = _builder(role)
-    root = cache_dir() / version
-    if not (root / "complete").exists():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root.parent))
-        try:
-            build(staging / "model")
-            (staging / "complete").write_text(version)
-            try:
-                os.replace(staging, root)
-            except OSError:  # another process finished first; its copy is identical
-                if not (root / "complete").exists():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    root = build_once(cache_dir() / version, lambda folder: build(folder / "model"), version)
     return root / "model", version
