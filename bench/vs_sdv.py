@@ -15,10 +15,12 @@ guidance 0, `--threads` torch threads (default 1).
 Arms, each timed once a round, the order rotating, after a warm-up of every arm:
 - end to end: Zoetrope's render (lay_out + render_and_encode: frames to the cache, the film to mp4 while it
   paints) against SDV's `walk()` (frames to PNG, an mp4 per pair, then the whole film's mp4);
-- model only: Zoetrope's Walker painting the film's frames in calls of its width, against SDV's own
+- model only: Zoetrope's Walker painting the film's frames in calls of its width, on its CPU lanes (one call
+  per torch thread, each at one intra-op thread, as `render` paints: stages/lanes.py), against SDV's own
   `generate_inputs` + `__call__` loop of `make_clip_frames`, without saving.
 Zoetrope's width is what `render` measures and records for a cache (film/rows.py), measured once per size
-here; SDV runs at 1 frame per call (its default) and at 8. A ratio is SDV's seconds over Zoetrope's in the
+here; SDV runs at 1 frame per call (its default) and at 8. `--threads` is both arms' budget: SDV's torch
+threads, Zoetrope's lanes (at 1, Zoetrope paints one call at a time too). A ratio is SDV's seconds over Zoetrope's in the
 same round (above 1: Zoetrope is faster); the headline is the median over rounds against SDV's better width,
 with the spread (min-max) beside it. Last lines: `vs_sdv_end_to_end: X` and `vs_sdv_model_only: Y` (the
 lower of the sizes).
@@ -60,6 +62,7 @@ class Arms:
     """The six arms at one size; each call returns seconds."""
 
     def __init__(self, painter, sdv, size: int, frames: int, rows: int, tmp: Path):
+        from zoetrope.film.rows import CPU_THREADS
         from zoetrope.film.walk import painter_identity, plan_scene
         from zoetrope.settings.scene import Film
 
@@ -67,7 +70,7 @@ class Arms:
         self.script = zoetrope_script(size, frames)
         self.identity = painter_identity(painter)
         self.film = Film("bench", [("bench", self.script)], None)
-        self.plan = plan_scene("bench", self.script, self.identity, rows=rows)
+        self.plan = plan_scene("bench", self.script, self.identity, rows=rows, threads=CPU_THREADS)
         self.runs = 0
 
     def fresh(self) -> Path:
@@ -91,11 +94,14 @@ class Arms:
 
     def zoetrope_model(self) -> float:
         from zoetrope.film.walk import Walker, needed_jobs
+        from zoetrope.stages.lanes import cpu_lanes, in_order
 
         start = time.perf_counter()
         walker, jobs = Walker(self.painter, self.plan), needed_jobs(self.plan)
-        for i in range(0, len(jobs), self.rows):
-            walker.paint(jobs[i:i + self.rows])
+        walker.prepare({j.a for j in jobs} | {j.b for j in jobs if j.b is not None})
+        batches = (jobs[i:i + self.rows] for i in range(0, len(jobs), self.rows))
+        for _ in in_order(walker.paint, batches, cpu_lanes(self.painter, walker.params)):
+            pass
         return time.perf_counter() - start
 
     def sdv_end_to_end(self, width: int) -> float:
@@ -162,14 +168,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--rounds", type=int, help="rounds (default 5, quick 2)")
     parser.add_argument("--frames", type=int, help="SDV frames per keyframe pair (default 16, quick 8)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as in issue 16)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="both arms' torch threads: SDV's intra-op threads, Zoetrope's lanes (default 1, as in issue 16)")
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 5)
     frames = args.frames or (8 if args.quick else 16)
 
     import torch
 
-    from zoetrope.film.rows import measure_rows
+    from zoetrope.film.rows import CPU_THREADS, measure_rows
     from zoetrope.film.walk import ROWS, walk_params
     from zoetrope.stages.device import pick_device
     from zoetrope.stages.models import load_painter, quiet_libraries
@@ -185,7 +192,7 @@ def main() -> None:
     headline: dict[str, dict[int, float]] = {"end_to_end": {}, "model": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            rows = measure_rows(painter, walk_params(zoetrope_script(size, frames), size, size), ROWS)
+            rows = measure_rows(painter, walk_params(zoetrope_script(size, frames), size, size), ROWS, CPU_THREADS)
             arms = Arms(painter, sdv, size, frames, rows, Path(tmp) / str(size)).all()
             for run in arms.values():  # warm-up: first calls at a size build their kernels
                 run()

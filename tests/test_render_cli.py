@@ -185,7 +185,7 @@ def test_call_width_is_chosen_once_per_cache_and_can_be_set(tmp_path, capsys):
     assert code == 0, err
     width = int(re.search(r"painter calls of (\d+) rows", out).group(1))  # the fastest, measured once
     choices = json.loads((tmp_path / "cache" / "moon" / "frames" / "rows.json").read_text())
-    assert list(choices.values()) == [width] and width in (1, 2, 4, 8)  # recorded beside the frames
+    assert list(choices.values()) == [{"rows": width, "threads": 1}] and width in (1, 2, 4, 8)  # beside the frames
     code, out, _ = render(tmp_path, capsys, "--models", "tiny", "--out", str(film), "--rows", "2", script=script)
     assert code == 0 and "painter calls of 2 rows" in out
     assert counts(out) == (0, UNIQUE)  # another call width, other keys: rendered afresh, never mixed

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from zoetrope.base.errors import UserError
-from zoetrope.film.rows import MAX_ROWS, call_rows, measure_rows, rows_that_fit
+from zoetrope.film.rows import MAX_ROWS, CallShape, call_shape, measure_rows, rows_that_fit
 from zoetrope.settings.params import PaintParams
 
 GIB = 1 << 30
@@ -96,22 +96,41 @@ def test_measured_on_the_tiny_painter_on_cpu(tiny_painter):
     assert measure_rows(tiny_painter, PaintParams(steps=1, width=64, height=64), 4) in (1, 2, 4)
 
 
-def test_call_rows_measures_once_per_painter_and_size(tmp_path):
+def test_call_shape_measures_once_per_painter_and_size(tmp_path):
     measured = []
 
     def measure(n):
-        return lambda: measured.append(n) or n
+        return lambda threads: measured.append((n, threads)) or n
 
     identity = {"model": "m", "device": "cuda", "dtype": "float16"}
     small, large = PaintParams(width=64, height=64), PaintParams(width=128, height=128)
-    assert call_rows(tmp_path, identity, small, measure(16)) == 16
-    assert call_rows(tmp_path, identity, small, measure(4)) == 16  # remembered: the frames keep their keys
-    assert call_rows(tmp_path, identity, large, measure(4)) == 4
-    assert measured == [16, 4]
-    assert sorted(json.loads((tmp_path / "rows.json").read_text()).values()) == [4, 16]
+    assert call_shape(tmp_path, identity, small, measure(16)) == CallShape(16, None)
+    assert call_shape(tmp_path, identity, small, measure(4)) == CallShape(16, None)  # remembered: the same keys
+    assert call_shape(tmp_path, identity, large, measure(4)) == CallShape(4, None)
+    assert measured == [(16, None), (4, None)]
+    recorded = json.loads((tmp_path / "rows.json").read_text()).values()
+    assert sorted(c["rows"] for c in recorded) == [4, 16] and {c["threads"] for c in recorded} == {None}
+
+
+def test_cpu_calls_are_fixed_at_one_thread_and_older_choices_keep_the_process_count(tmp_path):
+    cpu = {"model": "m", "device": "cpu", "dtype": "float32"}
+    asked = []
+    assert call_shape(tmp_path, cpu, PaintParams(), lambda threads: asked.append(threads) or 4) == CallShape(4, 1)
+    assert asked == [1]  # measured at the threads the frames are painted at
+    assert call_shape(tmp_path / "none", cpu, PaintParams(), None, rows=2) == CallShape(2, 1)  # --rows: no record
+    assert not (tmp_path / "none").exists()
+    older = tmp_path / "older"  # a 0.4 cache: the width alone
+    key = next(iter(json.loads((tmp_path / "rows.json").read_text())))
+    older.mkdir()
+    (older / "rows.json").write_text(json.dumps({key: 8}))
+    assert call_shape(older, cpu, PaintParams(), None) == CallShape(8, None)
+    assert call_shape(older, cpu, PaintParams(), None, rows=2) == CallShape(2, None)
+    (older / "rows.json").write_text(json.dumps({key: {"rows": "eight"}}))
+    with pytest.raises(UserError, match=r"rows.json: a choice must be"):
+        call_shape(older, cpu, PaintParams(), None)
 
 
 def test_a_damaged_record_is_named(tmp_path):
     (tmp_path / "rows.json").write_text("{nope")
     with pytest.raises(UserError, match="rows.json: not valid JSON"):
-        call_rows(tmp_path, {}, PaintParams(), lambda: 8)
+        call_shape(tmp_path, {}, PaintParams(), lambda threads: 8)

@@ -58,15 +58,15 @@ def _paint_batch(worker, token: str, plan_box: list, jobs: list[Job]) -> list[by
     return [png.encode(image) for image in walker.paint(jobs)]
 
 
-def _measure(worker, params, fallback: int) -> int:
+def _measure(worker, params, fallback: int, threads: int | None) -> int:
     from zoetrope.film.rows import measure_rows
 
-    return measure_rows(worker.painter, params, fallback)
+    return measure_rows(worker.painter, params, fallback, threads)
 
 
-def measure_rows_ray(pool, params, fallback: int) -> int:
+def measure_rows_ray(pool, params, fallback: int, threads: int | None) -> int:
     """rows.measure_rows on a worker: the call width is the workers' memory, not the driver's."""
-    return pool.call(0, "run", _measure, params, fallback)
+    return pool.call(0, "run", _measure, params, fallback, threads)
 
 
 def pool_painter(pool) -> SimpleNamespace:

@@ -102,7 +102,7 @@ def _source(path: Path, cache: Path) -> Source:
 
 
 def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cache: Path, width: int, height: int):
-    from zoetrope.film.rows import call_rows, measure_rows
+    from zoetrope.film.rows import call_shape, measure_rows
     from zoetrope.film.walk import ROWS, plan_scene, walk_params
 
     walk_segments = {i for i in range(len(script.keyframes)) if script.engine_of(i) == "walk"}
@@ -113,14 +113,19 @@ def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cach
     if models.pool is not None:  # the workers' memory decides their call width, not the driver's
         from zoetrope.film.distributed import measure_rows_ray
 
-        rows = request.rows or call_rows(cache, identity, params, lambda: measure_rows_ray(models.pool, params, ROWS))
+        def measure(threads):
+            return measure_rows_ray(models.pool, params, ROWS, threads)
     else:
-        rows = request.rows or call_rows(cache, identity, params, lambda: measure_rows(painter, params, ROWS))
+        def measure(threads):
+            return measure_rows(painter, params, ROWS, threads)
+    shape = call_shape(cache, identity, params, measure, request.rows)
+    rows = shape.rows
     if request.batch_size is not None and request.batch_size > rows:
         raise UserError(f"--batch-size: must be 1..{rows}, the painter call width here (got {request.batch_size}); "
                         "see --rows")
     only = None if len(walk_segments) == len(script.keyframes) else walk_segments
-    return plan_scene(name, script, identity, width=width, height=height, rows=rows, only=only)
+    return plan_scene(name, script, identity, width=width, height=height, rows=rows, only=only,
+                      threads=shape.threads)
 
 
 def lay_out_scene(name: str, script: SceneScript, models: FilmModels, request, width: int, height: int) -> SceneLayout:

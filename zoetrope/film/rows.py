@@ -14,6 +14,11 @@ Speed and free memory change from run to run, so the first choice is written bes
 reused: a rerun finds its frames under the same keys, and caches made before the measurement (8 rows on CPU)
 keep theirs. Renders that share a cache take the choice under a lock on the folder, so two of them started
 together measure once and paint the same keys.
+
+The choice also fixes each call's intra-op thread count on CPU (CPU kernels sum in an order that depends on
+it): 1 from 0.5 on, so calls run side by side, a lane per core (stages/lanes.py), and a frame's bytes no longer
+depend on the machine's core count. A choice recorded before 0.5 (a bare number) keeps the process's count,
+as its frames were painted.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +40,7 @@ MEMORY_SHARE = 0.8  # of the free memory; the rest absorbs allocator fragmentati
 CHOICES_NAME = "rows.json"
 WIDER_GAIN = 0.05  # a wider call must save 5% a frame to be chosen
 PROBE_STEPS = 4  # denoising steps of a timed probe call at most (the UNet's share of a frame, not all of it)
+CPU_THREADS = 1  # intra-op threads of a CPU call in caches chosen from 0.5 on (see the top)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +54,17 @@ def rows_that_fit(free_bytes: int, fixed_bytes: int, row_bytes: int, share: floa
     return 1 << (n.bit_length() - 1)
 
 
-def measure_rows(painter, params, cap: int) -> int:
+def measure_rows(painter, params, cap: int, threads: int | None = None) -> int:
     """The fastest call width for `params` on this painter's device: powers of two up to what memory holds
-    (CUDA) or `cap` (elsewhere), timed per frame (the better of two calls); see the top."""
+    (CUDA) or `cap` (elsewhere), timed per frame (the better of two calls) at `threads` intra-op threads (None:
+    the process's); see the top."""
+    from zoetrope.stages.lanes import intra_op_threads
+
+    with intra_op_threads(threads):
+        return _measure_rows(painter, params, cap)
+
+
+def _measure_rows(painter, params, cap: int) -> int:
     embeds = painter.encode(["a probe of speed"], [""], params.guidance)
     noise = painter.noise([0], params.width, params.height)
     probe, warm = replace(params, steps=min(params.steps, PROBE_STEPS)), replace(params, steps=1)
@@ -107,24 +121,52 @@ def _cuda_rows(call, params) -> int:
     return rows_that_fit(free, one - row, row)
 
 
-def call_rows(cache: Path, identity: dict, params, measure) -> int:
-    """The painter call width for this cache and painter: the one chosen before, else `measure()`, recorded."""
+@dataclass(frozen=True)
+class CallShape:
+    """How a cache's painter calls run: `rows` wide, at `threads` intra-op threads (None: the process's)."""
+
+    rows: int
+    threads: int | None
+
+
+def call_threads(identity: dict) -> int | None:
+    """The intra-op threads a new cache's calls run at: CPU_THREADS on CPU; elsewhere the device decides."""
+    return CPU_THREADS if identity.get("device") == "cpu" else None
+
+
+def call_shape(cache: Path, identity: dict, params, measure, rows: int | None = None) -> CallShape:
+    """The painter calls' shape for this cache and painter: the one chosen before, else `measure(threads)`'s
+    width at call_threads, recorded. `rows` given (--rows): that width, at the recorded threads or
+    call_threads, and nothing is measured or recorded."""
     key = hashlib.sha256(json.dumps({**identity, "width": params.width, "height": params.height,
                                      "cfg": params.guidance > 1.0}, sort_keys=True).encode()).hexdigest()[:16]
     path = cache / CHOICES_NAME
     choices = read_choices(path)
-    if key in choices:
-        return int(choices[key])
+    if key in choices or rows is not None:
+        return _shape(path, choices.get(key), identity, rows)
     cache.mkdir(parents=True, exist_ok=True)
     with folder_lock(cache):  # two renders sharing the cache measure once and agree (their keys must match)
         choices = read_choices(path)  # what another render recorded while we waited
         if key not in choices:
-            choices[key] = measure()
+            threads = call_threads(identity)
+            choices[key] = {"rows": measure(threads), "threads": threads}
             try:
                 write_durable(path, (json.dumps(choices, indent=1, sort_keys=True) + "\n").encode())
             except OSError as exc:
                 raise UserError(f"{path}: cannot write the call width ({exc.strerror or exc})") from None
-    return int(choices[key])
+    return _shape(path, choices[key], identity, None)
+
+
+def _shape(path: Path, choice, identity: dict, rows: int | None) -> CallShape:
+    if choice is None:
+        return CallShape(rows, call_threads(identity))
+    if isinstance(choice, int):  # recorded before 0.5: the width alone, painted at the process's threads
+        return CallShape(rows or choice, None)
+    recorded, threads = (choice.get("rows"), choice.get("threads")) if isinstance(choice, dict) else (None, 0)
+    if not isinstance(recorded, int) or recorded < 1 or not (threads is None or isinstance(threads, int) and threads > 0):
+        raise UserError(f"{path}: a choice must be {{\"rows\": N, \"threads\": N or null}} but one is {choice!r}; "
+                        "delete the file and the call width is measured again")
+    return CallShape(rows or recorded, threads)
 
 
 def read_choices(path: Path) -> dict:

@@ -34,6 +34,7 @@ from zoetrope.base.files import sweep_temps, write_durable
 from zoetrope.film.interpolate import lerp, slerp
 from zoetrope.settings.params import PaintParams
 from zoetrope.settings.scene import SceneScript
+from zoetrope.stages.lanes import cpu_lanes, in_order, intra_op_threads
 
 ROWS = 8  # rows per painter call on CPU (the canonical micro-batch): fixed, so batching never changes a frame
 WALK_VERSION = 1  # bump when the rendering of a frame changes: it is part of every key
@@ -63,6 +64,7 @@ class ScenePlan:
     keyframe_start: list[int]  # film frame (within the scene) where keyframe i's hold begins
     keyframe_jobs: list[int]
     rows: int = ROWS  # painter call width the keys were made for
+    threads: int | None = None  # intra-op threads of each call (1: CPU lanes, rows.py); None: the process's
 
     def frame_paths(self, cache: Path) -> list[Path]:
         return [cache / f"{self.jobs[j].key}.png" for j in self.sequence]
@@ -74,10 +76,12 @@ class WalkStats:
     rendered: int = 0
     seconds: float = 0.0
     calls: int = 0
+    lanes: int = 1  # painter calls that ran side by side (stages/lanes.py)
 
     def summary(self) -> str:
         rate = f", {self.rendered / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
-        return f"{self.cached} cached, {self.rendered} rendered{rate}"
+        lanes = f" on {self.lanes} CPU lanes" if self.rendered and self.lanes > 1 else ""
+        return f"{self.cached} cached, {self.rendered} rendered{rate}{lanes}"
 
 
 def painter_identity(painter, speed=None) -> dict:
@@ -98,10 +102,11 @@ def painter_identity(painter, speed=None) -> dict:
 
 
 def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: int, b: int | None, t: float,
-              rows: int = ROWS, guidance: float | None = None) -> str:
+              rows: int = ROWS, guidance: float | None = None, threads: int | None = None) -> str:
     """sha256 of everything that determines a frame's pixels; `t` as float.hex so equal means bit-equal. Under a
     guidance schedule, the frame's own guidance (bit-exact) and the scene's peak (it decides whether the call
-    runs classifier-free guidance at all); a constant guidance keys as it always did."""
+    runs classifier-free guidance at all); a constant guidance keys as it always did. `threads`: the calls'
+    intra-op thread count where the cache fixed it (CPU kernels sum by it); None keys as before 0.5."""
     def end(i: int | None):
         return None if i is None else {"prompt": script.prompt_of(i), "negative": script.negative_of(i),
                                        "seed": script.seed_of(i)}
@@ -112,14 +117,18 @@ def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: i
     }
     if guidance is not None:
         record["guidance"] = {"frame": float(guidance).hex(), "peak": script.guidance_peak()}
+    if threads is not None:
+        record["threads"] = threads
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | None = None,
-               height: int | None = None, rows: int = ROWS, only: set[int] | None = None) -> ScenePlan:
+               height: int | None = None, rows: int = ROWS, only: set[int] | None = None,
+               threads: int | None = None) -> ScenePlan:
     """Lay out a scene's frames by the frame-count rule at the script's fps.
 
-    `rows` is the painter call width the frames will be rendered at (part of their keys; see the top).
+    `rows` is the painter call width the frames will be rendered at, `threads` each call's intra-op threads
+    (both part of their keys; see the top and rows.py).
     `only`: the segments (keyframe i's hold and its transition to i + 1) this walk renders, when other engines
     render the rest (film/engines.py); `keyframe_start[i]` is then where segment i starts in this walk's
     sequence. Every keyframe still gets its job (a transition needs both ends' embeddings and noise), but only
@@ -139,7 +148,7 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
 
     def job(a: int, b: int | None, t: float, frame: int) -> Job:
         g = None if scheduled is None else scheduled[min(frame, len(scheduled) - 1)]
-        return Job(a, b, t, frame_key(identity, script, width, height, a, b, t, rows, g), g)
+        return Job(a, b, t, frame_key(identity, script, width, height, a, b, t, rows, g, threads), g)
 
     for i in range(n_keys):
         keyframe_jobs.append(len(jobs))
@@ -153,7 +162,7 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
             for k, t in enumerate(script.transition_ts_of(i)):
                 sequence.append(len(jobs))
                 jobs.append(job(i, i + 1, t, at[i] + script.hold_frames(i) + k))
-    return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows)
+    return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows, threads)
 
 
 def needed_jobs(plan: ScenePlan) -> list[Job]:
@@ -225,16 +234,24 @@ class Walker:
         self._noise: dict[int, torch.Tensor] = {}
 
     def prepare(self, keyframes: set[int]) -> None:
-        """Prompt embeddings (one encoder call for all of them) and noise, once per keyframe."""
+        """Prompt embeddings and noise, once per keyframe."""
         todo = sorted(k for k in keyframes if k not in self._embeds)
         if not todo:
             return
+        # A plan that fixes its threads (0.5 on) encodes each prompt alone: the text encoder's kernels, like the
+        # UNet's, are not batch-invariant, and which keyframes a call needs depends on what the cache lacks
+        groups = [todo] if self.plan.threads is None else [[i] for i in todo]
+        with intra_op_threads(self.plan.threads):
+            self._encode(groups)
+
+    def _encode(self, groups: list[list[int]]) -> None:
         s = self.plan.script
-        embeds = self.painter.encode([s.prompt_of(i) for i in todo], [s.negative_of(i) for i in todo],
-                                     self.params.guidance)
-        for row, i in enumerate(todo):
-            self._embeds[i] = {name: tensor[row:row + 1] for name, tensor in embeds.items()}
-            self._noise[i] = self.painter.noise([s.seed_of(i)], self.plan.width, self.plan.height)
+        for group in groups:
+            embeds = self.painter.encode([s.prompt_of(i) for i in group], [s.negative_of(i) for i in group],
+                                         self.params.guidance)
+            for row, i in enumerate(group):
+                self._embeds[i] = {name: tensor[row:row + 1] for name, tensor in embeds.items()}
+                self._noise[i] = self.painter.noise([s.seed_of(i)], self.plan.width, self.plan.height)
 
     def inputs(self, job: Job) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One row of prompt embeddings (lerp) and noise (slerp) for a job."""
@@ -245,7 +262,12 @@ class Walker:
         return embeds, slerp(self._noise[job.a], self._noise[job.b], job.t)
 
     def paint(self, jobs: list[Job]) -> list[Image.Image]:
-        """Paint up to `rows` jobs in one call of exactly `rows` rows (padded with the last job)."""
+        """Paint up to `rows` jobs in one call of exactly `rows` rows (padded with the last job), at the plan's
+        intra-op threads: here, on a lane, or on a Ray worker alike."""
+        with intra_op_threads(self.plan.threads):
+            return self._paint(jobs)
+
+    def _paint(self, jobs: list[Job]) -> list[Image.Image]:
         rows_n = self.plan.rows
         if not 0 < len(jobs) <= rows_n:
             raise ValueError(f"a painter call takes 1..{rows_n} jobs but got {len(jobs)}.")
@@ -267,9 +289,10 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
     """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows, default plan.rows) frames
     per painter call.
 
-    A writer thread saves batch n's frames while batch n+1 is painted (at most one batch in flight), so the
-    model never waits for PNG encoding; `feed` hears of each saved batch. Temp files of killed renders are
-    swept first; renders that share the cache skip each other's frames as they appear.
+    On CPU, with the plan's calls at one intra-op thread, calls run side by side on lanes (stages/lanes.py),
+    one per core; elsewhere one at a time. A writer thread saves each batch's frames, in order, while the next
+    are painted, so the model never waits for PNG encoding; `feed` hears of each saved batch. Temp files of
+    killed renders are swept first; renders that share the cache skip each other's frames as they appear.
     """
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
@@ -312,12 +335,18 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
                 batch.append(job)
         return batch
 
+    def batches():
+        while batch := next_batch():
+            yield batch
+
     start = time.perf_counter()
     queue = deque(missing)
+    stats.lanes = lanes = cpu_lanes(painter, walker.params) if plan.threads == 1 else 1
+    if lanes > 1:  # the lanes share the walker: its keyframes' inputs are made first
+        walker.prepare({j.a for j in missing} | {j.b for j in missing if j.b is not None})
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") as writer:
-        while batch := next_batch():
-            images = walker.paint(batch)
+        for batch, images in in_order(walker.paint, batches(), lanes):
             if pending is not None:
                 pending.result()  # re-raises a failed write before more work is queued
             pending = writer.submit(save, batch, images)

@@ -7,6 +7,7 @@ an item's image does not depend on what else is in its batch either; walks pad t
 
 from __future__ import annotations
 
+import copy
 import logging
 import reprlib
 from collections.abc import Mapping, Sequence
@@ -266,6 +267,13 @@ class Painter:
             return False
         return params.guidance <= 1.0 or prompt_embeds is None or "negative_prompt_embeds" in prompt_embeds
 
+    def concurrent(self, params: PaintParams) -> bool:
+        """Whether text-to-image calls with prompt embeddings may run side by side on threads (stages/lanes.py):
+        on the lean path each call steps a scheduler of its own, while the pipelines' `__call__` keeps its state
+        on the pipeline. The scheduler is swapped in here, before any lane starts."""
+        self.use_scheduler(params.scheduler)
+        return self.lean(None, params)
+
     @torch.inference_mode()
     def denoise(self, embeds: PromptEmbeds, latents: torch.Tensor, params: PaintParams,
                 guidance_rows: list[float] | None = None) -> torch.Tensor:
@@ -273,8 +281,9 @@ class Painter:
         (diffusers 0.42: same calls, same order, so the same numbers) without its per-call work: input checks
         for prompts we never pass, callbacks, IP-adapter and LoRA branches, the progress bar. Unit-variance
         `latents` in (scaled here by the scheduler's init sigma), denoised latents out. `guidance_rows`: each
-        row's own guidance scale (an element-wise product, so a row's numbers do not depend on the others)."""
-        pipe, scheduler = self.text2img, self.text2img.scheduler
+        row's own guidance scale (an element-wise product, so a row's numbers do not depend on the others).
+        The scheduler is a copy per call (its timesteps and step index are state), so calls may overlap."""
+        pipe, scheduler = self.text2img, copy.deepcopy(self.text2img.scheduler)
         device = self.plan.device
         cfg = params.guidance > 1.0
         text = embeds["prompt_embeds"].to(device=device, dtype=pipe.text_encoder.dtype)
