@@ -68,6 +68,32 @@ def test_a_failed_call_re_raises_in_order_and_stops_the_rest():
     assert seen == [0] and len(started) < 50  # batches after the failure were never drawn
 
 
+def test_an_early_end_stops_the_calls_still_running_at_their_next_step():
+    from zoetrope.stages.lanes import Cancelled, check_cancelled
+
+    steps, stopped = [], []
+
+    def paint(batch: int) -> int:
+        if batch == 0:
+            time.sleep(0.05)
+            raise KeyboardInterrupt  # as Ctrl-C reaches a render
+        try:
+            for step in range(1000):  # a long call, step by step as Painter.denoise runs
+                check_cancelled()
+                steps.append(step)
+                time.sleep(0.01)
+        except Cancelled:
+            stopped.append(batch)
+            raise
+        return batch
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        list(in_order(paint, iter(range(2)), 2))
+    assert stopped == [1] and len(steps) < 100 and time.monotonic() - start < 5
+    check_cancelled()  # off the lanes: nothing to stop
+
+
 def test_lanes_leave_the_thread_counts_as_they_were(threads):
     threads(2)
     list(in_order(lambda b: torch.get_num_threads(), iter(range(4)), 2))

@@ -96,6 +96,30 @@ def test_measured_on_the_tiny_painter_on_cpu(tiny_painter):
     assert measure_rows(tiny_painter, PaintParams(steps=1, width=64, height=64), 4) in (1, 2, 4)
 
 
+def test_measured_on_lanes_as_the_render_paints(tiny_painter, monkeypatch):
+    """At one thread a call on a machine of 2 torch threads, the probe runs 2 calls side by side, as the render."""
+    import zoetrope.stages.lanes as lanes
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    widths = []
+    real = lanes.in_order
+
+    def spy(paint, batches, n):
+        widths.append(n)
+        return real(paint, batches, n)
+
+    monkeypatch.setattr(lanes, "in_order", spy)
+    try:
+        assert measure_rows(tiny_painter, PaintParams(steps=1, width=64, height=64), 4, threads=1) in (1, 2, 4)
+        assert set(widths) == {2} and torch.get_num_threads() == 2
+        widths.clear()
+        measure_rows(tiny_painter, PaintParams(steps=1, width=64, height=64), 2)  # the process's threads: 1 lane
+        assert set(widths) == {1}
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_call_shape_measures_once_per_painter_and_size(tmp_path):
     measured = []
 

@@ -61,7 +61,7 @@ def _paint_batch(worker, token: str, plan_box: list, jobs: list[Job]) -> list[by
 def _measure(worker, params, fallback: int, threads: int | None) -> int:
     from zoetrope.film.rows import measure_rows
 
-    return measure_rows(worker.painter, params, fallback, threads)
+    return measure_rows(worker.painter, params, fallback, threads, lanes=1)  # a worker paints one call at a time
 
 
 def measure_rows_ray(pool, params, fallback: int, threads: int | None) -> int:

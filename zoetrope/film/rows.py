@@ -3,7 +3,8 @@
 A walk pads every painter call to the same width so that a frame's bytes do not depend on the batch it was
 painted in (see walk.py), and that width is part of every frame's cache key. The width is measured, on every
 device: calls of 1, 2, 4, ... rows are timed (each after a warm-up call of its shape; on CPU in the process's
-CPU seconds, so that other processes' load on a shared machine does not choose it) and the width with the
+CPU seconds, so that other processes' load on a shared machine does not choose it, except on CPU lanes, where
+as many calls as lanes run side by side on the wall clock) and the width with the
 fewest seconds per frame wins, a wider one only when it saves at least WIDER_GAIN a frame (padding the last
 call costs more at larger widths). Candidates stop at what memory holds: on CUDA the peak memory of a 1-row and
 a 2-row call gives a fixed cost and a cost per row, and the largest power of two (at most MAX_ROWS) that fits
@@ -40,6 +41,7 @@ MEMORY_SHARE = 0.8  # of the free memory; the rest absorbs allocator fragmentati
 CHOICES_NAME = "rows.json"
 WIDER_GAIN = 0.05  # a wider call must save 5% a frame to be chosen
 PROBE_STEPS = 4  # denoising steps of a timed probe call at most (the UNet's share of a frame, not all of it)
+TIMINGS = 3  # timed calls per width; the least disturbed counts
 CPU_THREADS = 1  # intra-op threads of a CPU call in caches chosen from 0.5 on (see the top)
 
 log = logging.getLogger(__name__)
@@ -54,27 +56,37 @@ def rows_that_fit(free_bytes: int, fixed_bytes: int, row_bytes: int, share: floa
     return 1 << (n.bit_length() - 1)
 
 
-def measure_rows(painter, params, cap: int, threads: int | None = None) -> int:
+def measure_rows(painter, params, cap: int, threads: int | None = None, lanes: int | None = None) -> int:
     """The fastest call width for `params` on this painter's device: powers of two up to what memory holds
-    (CUDA) or `cap` (elsewhere), timed per frame (the better of two calls) at `threads` intra-op threads (None:
-    the process's); see the top."""
-    from zoetrope.stages.lanes import intra_op_threads
+    (CUDA) or `cap` (elsewhere), timed per frame (the best of TIMINGS) at `threads` intra-op threads (None: the
+    process's) and as the render runs them: `lanes` calls side by side (None: as many as a local render runs;
+    a Ray worker runs one); see the top."""
+    from zoetrope.stages.lanes import intra_op_threads, lanes_for
 
-    with intra_op_threads(threads):
-        return _measure_rows(painter, params, cap)
+    lanes = lanes_for(painter, params, threads) if lanes is None else lanes
+    with intra_op_threads(threads if lanes == 1 else None):  # lanes set their own
+        return _measure_rows(painter, params, cap, lanes)
 
 
-def _measure_rows(painter, params, cap: int) -> int:
+def _measure_rows(painter, params, cap: int, lanes: int) -> int:
+    from zoetrope.stages.lanes import in_order
+
     embeds = painter.encode(["a probe of speed"], [""], params.guidance)
     noise = painter.noise([0], params.width, params.height)
     probe, warm = replace(params, steps=min(params.steps, PROBE_STEPS)), replace(params, steps=1)
 
-    def call(rows: int, p) -> None:
+    def one(rows: int, p) -> None:
         painter.paint(params=p, latents=noise.repeat(rows, 1, 1, 1),
                       prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()})
 
-    # On CPU the process's CPU seconds: a machine shared with other work must not choose the width by its load
-    clock = time.process_time if painter.plan.device == "cpu" else time.perf_counter
+    def call(rows: int, p) -> None:
+        for _ in in_order(lambda _: one(rows, p), iter(range(lanes)), lanes):
+            pass
+
+    # On CPU the process's CPU seconds, so that a machine shared with other work does not choose the width by
+    # its load; on lanes the wall clock, since a call's time waiting for the others' Python (the GIL) is a
+    # cost of its width that CPU seconds do not see
+    clock = time.process_time if painter.plan.device == "cpu" and lanes == 1 else time.perf_counter
     if painter.plan.device == "cuda":
         cap = _cuda_rows(call, warm)
     seconds: dict[int, float] = {}
@@ -82,7 +94,7 @@ def _measure_rows(painter, params, cap: int) -> int:
     while rows <= cap:
         try:
             call(rows, warm)  # the first call of a shape builds its kernels: not timed
-            seconds[rows] = min(_timed(call, rows, probe, clock) for _ in range(2)) / rows  # the less disturbed
+            seconds[rows] = min(_timed(call, rows, probe, clock) for _ in range(TIMINGS)) / (rows * lanes)
         except (torch.OutOfMemoryError, MemoryError):
             break
         except RuntimeError as exc:  # the CPU allocator's out-of-memory is a plain RuntimeError

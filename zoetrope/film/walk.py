@@ -34,7 +34,7 @@ from zoetrope.base.files import sweep_temps, write_durable
 from zoetrope.film.interpolate import lerp, slerp
 from zoetrope.settings.params import PaintParams
 from zoetrope.settings.scene import SceneScript
-from zoetrope.stages.lanes import cpu_lanes, in_order, intra_op_threads
+from zoetrope.stages.lanes import in_order, intra_op_threads, lanes_for
 
 ROWS = 8  # rows per painter call on CPU (the canonical micro-batch): fixed, so batching never changes a frame
 WALK_VERSION = 1  # bump when the rendering of a frame changes: it is part of every key
@@ -341,7 +341,7 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
 
     start = time.perf_counter()
     queue = deque(missing)
-    stats.lanes = lanes = cpu_lanes(painter, walker.params) if plan.threads == 1 else 1
+    stats.lanes = lanes = lanes_for(painter, walker.params, plan.threads)
     if lanes > 1:  # the lanes share the walker: its keyframes' inputs are made first
         walker.prepare({j.a for j in missing} | {j.b for j in missing if j.b is not None})
     pending: Future | None = None

@@ -9,10 +9,15 @@ depends on their intra-op thread count, so a frame painted at 1 thread is the sa
 
 `torch.set_num_threads` sets the calling thread's count (OpenMP's is per thread) and also the default that
 threads starting later inherit: `intra_op_threads` and `in_order` put that default back when they end.
+
+When `in_order` ends early (a call failed, the consumer failed, Ctrl-C), the calls still running on other
+lanes stop at their next denoising step (`check_cancelled`, which Painter.denoise calls), so an interrupted
+render returns in about a step, not after whole calls.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +30,19 @@ LANES_MAX = 8  # each lane holds one call's activations: more cores than this ar
 
 Batch = TypeVar("Batch")
 Result = TypeVar("Result")
+
+_lane = threading.local()  # on a lane thread: `stop`, the Event its in_order sets when it ends early
+
+
+class Cancelled(Exception):
+    """A lane's call stopped because the walk it belonged to ended early; never seen outside `in_order`."""
+
+
+def check_cancelled() -> None:
+    """Raise Cancelled on a lane whose in_order has ended; elsewhere (any other thread) nothing."""
+    stop = getattr(_lane, "stop", None)
+    if stop is not None and stop.is_set():
+        raise Cancelled()
 
 
 @contextmanager
@@ -50,6 +68,11 @@ def cpu_lanes(painter, params) -> int:
     return max(1, min(torch.get_num_threads(), LANES_MAX))
 
 
+def lanes_for(painter, params, threads: int | None) -> int:
+    """The lanes of calls fixed at `threads` intra-op threads: cpu_lanes at 1, else one call at a time."""
+    return cpu_lanes(painter, params) if threads == 1 else 1
+
+
 def in_order(paint: Callable[[Batch], Result], batches: Iterable[Batch], lanes: int
              ) -> Iterator[tuple[Batch, Result]]:
     """(batch, paint(batch)) for each batch, in the order given, with up to `lanes` calls running at once, each
@@ -62,8 +85,13 @@ def in_order(paint: Callable[[Batch], Result], batches: Iterable[Batch], lanes: 
         return
     main_threads = torch.get_num_threads()
     flight: deque[tuple[Batch, Future]] = deque()
-    pool = ThreadPoolExecutor(lanes, thread_name_prefix="paint-lane", initializer=torch.set_num_threads,
-                              initargs=(1,))
+    stop = threading.Event()
+
+    def start_lane() -> None:
+        torch.set_num_threads(1)
+        _lane.stop = stop
+
+    pool = ThreadPoolExecutor(lanes, thread_name_prefix="paint-lane", initializer=start_lane)
     try:
         for batch in batches:
             flight.append((batch, pool.submit(paint, batch)))
@@ -74,5 +102,6 @@ def in_order(paint: Callable[[Batch], Result], batches: Iterable[Batch], lanes: 
             done, future = flight.popleft()
             yield done, future.result()
     finally:
+        stop.set()  # calls still running (an early end) stop at their next step
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(main_threads)  # the default for threads started later (see the top)

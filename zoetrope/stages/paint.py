@@ -19,6 +19,7 @@ from PIL import Image
 from zoetrope.settings.params import SCHEDULERS, PaintParams
 from zoetrope.stages import per_item
 from zoetrope.stages.device import DevicePlan
+from zoetrope.stages.lanes import check_cancelled
 from zoetrope.stages.presets import ModelRef
 
 log = logging.getLogger(__name__)
@@ -270,9 +271,10 @@ class Painter:
     def concurrent(self, params: PaintParams) -> bool:
         """Whether text-to-image calls with prompt embeddings may run side by side on threads (stages/lanes.py):
         on the lean path each call steps a scheduler of its own, while the pipelines' `__call__` keeps its state
-        on the pipeline. The scheduler is swapped in here, before any lane starts."""
+        on the pipeline. A compiled UNet (`--compile`) runs one call at a time: its graphs are built on first
+        use, once. The scheduler is swapped in here, before any lane starts."""
         self.use_scheduler(params.scheduler)
-        return self.lean(None, params)
+        return self.lean(None, params) and not hasattr(self.text2img.unet, "_orig_mod")
 
     @torch.inference_mode()
     def denoise(self, embeds: PromptEmbeds, latents: torch.Tensor, params: PaintParams,
@@ -293,6 +295,7 @@ class Painter:
         scheduler.set_timesteps(params.steps, device=device)
         latents = latents.to(device) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
+            check_cancelled()  # on a CPU lane whose walk ended early: stop here (stages/lanes.py)
             model_input = torch.cat([latents] * 2) if cfg else latents
             model_input = scheduler.scale_model_input(model_input, t)
             noise = pipe.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
