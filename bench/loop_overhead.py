@@ -94,11 +94,13 @@ def main() -> None:
                 names = list(arms)[r % len(arms):] + list(arms)[:r % len(arms)]  # rotate the order
                 for name in names:
                     seconds[name].append(arms[name]())
-            ratios = {name: statistics.median(s / b for s, b in zip(seconds[name], seconds["bare"], strict=True))
-                      for name in arms if name != "bare"}
+            rounds_of = {name: [s / b for s, b in zip(seconds[name], seconds["bare"], strict=True)]
+                         for name in arms if name != "bare"}
+            ratios = {name: statistics.median(r) for name, r in rounds_of.items()}
             headline[size] = ratios["loop"]
             print(f"{size:>4} px: bare {statistics.median(seconds['bare']) * 1e3:7.2f} ms/step; "
-                  + "; ".join(f"{name} {100 * (ratio - 1):+.1f}%" for name, ratio in ratios.items()), flush=True)
+                  + "; ".join(f"{name} {100 * (ratio - 1):+.1f}% (rounds {100 * (min(rounds_of[name]) - 1):+.1f}% to "
+                              f"{100 * (max(rounds_of[name]) - 1):+.1f}%)" for name, ratio in ratios.items()), flush=True)
     print(f"loop_overhead: {headline[256]:.3f}")
 
 
