@@ -2,7 +2,7 @@
 
 Why: a walk's calls are small (a few rows of a 128-512 px image), and torch's intra-op threads split each
 kernel of one call across the cores, which scales poorly at that size (2 threads paint a tiny-model frame
-1.5x as fast as 1 on the 2-core CI machine), while two calls on two threads of one intra-op thread each are
+1.4-1.5x as fast as 1 on the 2-core CI machine), while two calls on two threads of one intra-op thread each are
 nearly 2x (their kernels release the GIL). It also fixes a frame's bytes: CPU kernels sum in an order that
 depends on their intra-op thread count, so a frame painted at 1 thread is the same on a 2-core laptop, a
 64-core server and a Ray worker, whatever their core counts (the film's cache records the count, rows.py).
