@@ -66,8 +66,9 @@ def render(engine: str, folder: Path, args, seconds: float, tag: str, rows: int 
 
 
 def measured_rows(cache: Path) -> int | None:
+    """The walk's width the warm-up render recorded (film/rows.py: {"rows": N, "threads": T}, or N before 0.5)."""
     choices = [json.loads(p.read_text()) for p in cache.glob("*/frames/rows.json")]
-    return next((int(v) for c in choices for v in c.values()), None)
+    return next((int(v["rows"] if isinstance(v, dict) else v) for c in choices for v in c.values()), None)
 
 
 def _rss_mib(field: str) -> float:
