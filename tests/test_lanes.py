@@ -109,7 +109,7 @@ def test_lanes_leave_the_thread_counts_as_they_were(threads):
     assert torch.get_num_threads() == 2
 
 
-def test_lanes_paint_the_frames_one_call_at_a_time_paints(tiny_painter, tmp_path, threads):
+def test_lanes_paint_what_one_call_at_a_time_paints(tiny_painter, tmp_path, threads):
     plan = plan_scene("t", script(), painter_identity(tiny_painter), rows=2, threads=1)
     threads(2)
     assert cpu_lanes(tiny_painter, _params(plan)) == 2
