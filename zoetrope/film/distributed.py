@@ -29,7 +29,15 @@ from types import SimpleNamespace
 from zoetrope.base.errors import UserError
 from zoetrope.base.files import sweep_temps, write_durable
 from zoetrope.film.engines import Chunk, ChunkStats, write_chunk
-from zoetrope.film.walk import FrameFeed, Job, ScenePlan, WalkStats, needed_jobs, painter_identity
+from zoetrope.film.walk import (
+    FrameFeed,
+    Job,
+    ScenePlan,
+    WalkStats,
+    needed_jobs,
+    painter_identity,
+    take_missing,
+)
 
 WALKERS_KEPT = 4  # scenes whose keyframe latents a worker keeps at once (scenes render side by side)
 
@@ -226,21 +234,9 @@ def render_scenes_ray(pool, plans: list[tuple[ScenePlan, Path]], batch_size: int
 
     def next_task() -> tuple | None:
         """The next batch of missing frames (one scene's); those another render saved meanwhile count as cached."""
-        if feed is not None and feed.consumer_error is not None:  # the film cannot be made: stop painting it
-            raise feed.consumer_error
         while order:
-            scene, batch = order[0], []
-            while scene.queue and len(batch) < scene.size:
-                job = scene.queue.popleft()
-                if (scene.cache / f"{job.key}.png").is_file():
-                    scene.stats.cached += 1
-                    if progress is not None:
-                        progress.update(1)
-                    if feed is not None:
-                        feed.saved()
-                else:
-                    batch.append(job)
-            if batch:
+            scene = order[0]
+            if batch := take_missing(scene.queue, scene.size, scene.cache, scene.stats, progress, feed):
                 if scene.box is None:  # the plan goes to the object store once; boxed, so Ray does not unpack it
                     scene.box = [pool.put(scene.plan)]
                 return scene.token, scene.box, batch

@@ -22,6 +22,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,6 +285,27 @@ class Walker:
                                   guidance_rows=guidance)[:len(jobs)]
 
 
+def take_missing(queue: deque[Job], size: int, cache: Path, stats: WalkStats, progress=None,
+                 feed: FrameFeed | None = None) -> list[Job]:
+    """The next `size` jobs of `queue` whose frames are not in `cache`; those another render sharing the cache
+    saved meanwhile are taken as cached (frames do not depend on their batch, so skipping some changes no
+    other frame). A consumer of `feed` that failed (the film cannot be made) stops the walk here."""
+    if feed is not None and feed.consumer_error is not None:
+        raise feed.consumer_error
+    batch: list[Job] = []
+    while queue and len(batch) < size:
+        job = queue.popleft()
+        if (cache / f"{job.key}.png").is_file():
+            stats.cached += 1
+            if progress is not None:
+                progress.update(1)
+            if feed is not None:
+                feed.saved()
+        else:
+            batch.append(job)
+    return batch
+
+
 def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None = None, progress=None,
                    feed: FrameFeed | None = None) -> WalkStats:
     """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows, default plan.rows) frames
@@ -294,7 +316,6 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
     are painted, so the model never waits for PNG encoding; `feed` hears of each saved batch. Temp files of
     killed renders are swept first; renders that share the cache skip each other's frames as they appear.
     """
-    from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
     batch_size = plan.rows if batch_size is None else batch_size
@@ -317,26 +338,8 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
         if feed is not None:
             feed.saved()
 
-    def next_batch() -> list[Job]:
-        """The next `batch_size` missing frames; those another render sharing the cache saved meanwhile are
-        taken as cached (frames do not depend on their batch, so skipping some changes no other frame)."""
-        if feed is not None and feed.consumer_error is not None:  # the film cannot be made: stop painting it
-            raise feed.consumer_error
-        batch: list[Job] = []
-        while queue and len(batch) < batch_size:
-            job = queue.popleft()
-            if (cache / f"{job.key}.png").is_file():
-                stats.cached += 1
-                if progress is not None:
-                    progress.update(1)
-                if feed is not None:
-                    feed.saved()
-            else:
-                batch.append(job)
-        return batch
-
     def batches():
-        while batch := next_batch():
+        while batch := take_missing(queue, batch_size, cache, stats, progress, feed):
             yield batch
 
     start = time.perf_counter()
