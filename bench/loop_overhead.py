@@ -1,6 +1,6 @@
 """Loop overhead: seconds per step through run_loop.py's own code path (Chain + durable ChainWriter +
 progress callback) versus the bare model calls (caption + paint, same models, sizes and seeds), timed in
-the same process at 64 and 256 px on the tiny models. Goal: at most 5% at 256 px.
+the same process at 64 and 256 px on the tiny models. Goal (issue 16): at most 3% at 256 px, full and `--quick`.
 
     .venv/bin/python bench/loop_overhead.py [--quick] [--steps N] [--rounds R]
 

@@ -185,7 +185,9 @@ def test_call_width_is_chosen_once_per_cache_and_can_be_set(tmp_path, capsys):
     assert code == 0, err
     width = int(re.search(r"painter calls of (\d+) rows", out).group(1))  # the fastest, measured once
     choices = json.loads((tmp_path / "cache" / "moon" / "frames" / "rows.json").read_text())
-    assert list(choices.values()) == [{"rows": width, "threads": 1}] and width in (1, 2, 4, 8)  # beside the frames
+    [choice] = choices.values()  # beside the frames: the width, the threads, the VAE width (whole or a slice)
+    assert choice["rows"] == width in (1, 2, 4, 8) and choice["threads"] == 1 and choice["decode"] in (1, 2, 4, 8)
+    assert choice["decode"] <= width and (f"decoded {choice['decode']} at a time" in out) == (choice["decode"] < width)
     code, out, _ = render(tmp_path, capsys, "--models", "tiny", "--out", str(film), "--rows", "2", script=script)
     assert code == 0 and "painter calls of 2 rows" in out
     assert counts(out) == (0, UNIQUE)  # another call width, other keys: rendered afresh, never mixed

@@ -205,7 +205,7 @@ def test_the_call_width_is_measured_once_for_renders_that_share_a_cache(tmp_path
     def measure(threads):
         calls.append(1)
         time.sleep(0.3)  # long enough for the other render to ask meanwhile
-        return 16 if len(calls) == 1 else 4
+        return (16, 16) if len(calls) == 1 else (4, 4)
 
     def ask():
         results.append(call_shape(tmp_path / "frames", {"model": "m"}, PaintParams(width=64, height=64), measure).rows)
@@ -216,7 +216,7 @@ def test_the_call_width_is_measured_once_for_renders_that_share_a_cache(tmp_path
     for t in threads:
         t.join()
     assert calls == [1] and results == [16, 16]
-    assert call_shape(tmp_path / "frames", {"model": "other"}, PaintParams(width=64, height=64), lambda t: 2).rows == 2
+    assert call_shape(tmp_path / "frames", {"model": "other"}, PaintParams(width=64, height=64), lambda t: (2, 2)).rows == 2
     import json
 
     assert sorted(c["rows"] for c in json.loads((tmp_path / "frames" / "rows.json").read_text()).values()) == [2, 16]

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from zoetrope.base.errors import UserError
-from zoetrope.film.rows import MAX_ROWS, CallShape, call_shape, measure_rows, rows_that_fit
+from zoetrope.film.rows import (
+    MAX_ROWS,
+    CallShape,
+    call_shape,
+    measure_decode,
+    measure_rows,
+    measure_shape,
+    rows_that_fit,
+)
 from zoetrope.settings.params import PaintParams
 
 GIB = 1 << 30
@@ -30,15 +38,17 @@ class Clock:
 
 
 class TimedPainter:
-    """A painter whose call of n rows takes `fixed + n x per_row` seconds (per step), and runs out of memory
-    above `fits` rows."""
+    """A painter whose call of n rows takes `fixed + n x per_row` seconds (per step), or `per_frame[n]` x n
+    where given, and runs out of memory above `fits` rows."""
 
-    def __init__(self, clock, fixed, per_row, fits=64, device="cpu"):
+    def __init__(self, clock, fixed, per_row, fits=64, device="cpu", per_frame=None):
         import types
 
         self.clock, self.fixed, self.per_row, self.fits = clock, fixed, per_row, fits
+        self.per_frame = per_frame or {}
         self.plan = types.SimpleNamespace(device=device)
         self.calls: list[tuple[int, int]] = []
+        self.decode_rows: list[int | None] = []
 
     def encode(self, prompts, negatives, guidance):
         return {"prompt_embeds": torch.zeros(1, 77, 8)}
@@ -46,13 +56,15 @@ class TimedPainter:
     def noise(self, seeds, width, height):
         return torch.zeros(1, 4, height // 8, width // 8)
 
-    def paint(self, *, params, latents, prompt_embeds):
+    def paint(self, *, params, latents, prompt_embeds, decode_rows=None):
         rows = latents.shape[0]
+        self.decode_rows.append(decode_rows)
         assert prompt_embeds["prompt_embeds"].shape[0] == rows
         self.calls.append((rows, params.steps))
         if rows > self.fits:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 123 bytes")
-        self.clock.now += params.steps * (self.fixed + rows * self.per_row)
+        self.clock.now += params.steps * (rows * self.per_frame[rows] if rows in self.per_frame
+                                          else self.fixed + rows * self.per_row)
 
 
 @pytest.fixture
@@ -73,7 +85,12 @@ def test_the_fastest_width_per_frame_is_chosen(clock):
     assert {steps for _, steps in overhead.calls} == {1, 4}  # warm-up of 1 step, timed probes of PROBE_STEPS
     compute = TimedPainter(clock, fixed=0.01, per_row=1.0)  # rows fill the device: one row a call
     assert measure_rows(compute, params, 8) == 1
-    assert max(rows for rows, _ in compute.calls) == 2  # 2 was no faster per frame: wider was not tried
+    assert max(rows for rows, _ in compute.calls) == 8  # flat: each width tried, none saved 5%
+    spilling = TimedPainter(clock, fixed=0.01, per_row=1.0, per_frame={2: 1.3})
+    assert measure_rows(spilling, params, 8) == 1
+    assert max(rows for rows, _ in spilling.calls) == 2  # 2 was clearly slower per frame: wider was not tried
+    noisy = TimedPainter(clock, fixed=0.01, per_row=1.0, per_frame={1: 1.0, 2: 1.03, 4: 0.8, 8: 0.9})
+    assert measure_rows(noisy, params, 8) == 4  # a flat step (2) does not end the search
     middle = TimedPainter(clock, fixed=1.0, per_row=3.0)  # per frame 4, 3.5, 3.25, then 8 saves under 5%
     assert measure_rows(middle, params, 8) == 4
 
@@ -124,7 +141,7 @@ def test_call_shape_measures_once_per_painter_and_size(tmp_path):
     measured = []
 
     def measure(n):
-        return lambda threads: measured.append((n, threads)) or n
+        return lambda threads: measured.append((n, threads)) or (n, n)
 
     identity = {"model": "m", "device": "cuda", "dtype": "float16"}
     small, large = PaintParams(width=64, height=64), PaintParams(width=128, height=128)
@@ -134,13 +151,17 @@ def test_call_shape_measures_once_per_painter_and_size(tmp_path):
     assert measured == [(16, None), (4, None)]
     recorded = json.loads((tmp_path / "rows.json").read_text()).values()
     assert sorted(c["rows"] for c in recorded) == [4, 16] and {c["threads"] for c in recorded} == {None}
+    assert sorted(c["decode"] for c in recorded) == [4, 16]  # decoded whole: CallShape.decode None, keys as before
 
 
 def test_cpu_calls_are_fixed_at_one_thread_and_older_choices_keep_the_process_count(tmp_path):
     cpu = {"model": "m", "device": "cpu", "dtype": "float32"}
     asked = []
-    assert call_shape(tmp_path, cpu, PaintParams(), lambda threads: asked.append(threads) or 4) == CallShape(4, 1)
+    assert call_shape(tmp_path, cpu, PaintParams(), lambda threads: asked.append(threads) or (4, 2)) \
+        == CallShape(4, 1, 2)
     assert asked == [1]  # measured at the threads the frames are painted at
+    assert call_shape(tmp_path, cpu, PaintParams(), None, rows=4) == CallShape(4, 1, 2)  # --rows as recorded
+    assert call_shape(tmp_path, cpu, PaintParams(), None, rows=8) == CallShape(8, 1)  # another width: decoded whole
     assert call_shape(tmp_path / "none", cpu, PaintParams(), None, rows=2) == CallShape(2, 1)  # --rows: no record
     assert not (tmp_path / "none").exists()
     older = tmp_path / "older"  # a 0.4 cache: the width alone
@@ -149,12 +170,76 @@ def test_cpu_calls_are_fixed_at_one_thread_and_older_choices_keep_the_process_co
     (older / "rows.json").write_text(json.dumps({key: 8}))
     assert call_shape(older, cpu, PaintParams(), None) == CallShape(8, None)
     assert call_shape(older, cpu, PaintParams(), None, rows=2) == CallShape(2, None)
-    (older / "rows.json").write_text(json.dumps({key: {"rows": "eight"}}))
-    with pytest.raises(UserError, match=r"rows.json: a choice must be"):
-        call_shape(older, cpu, PaintParams(), None)
+    (older / "rows.json").write_text(json.dumps({key: {"rows": 8, "threads": 1}}))  # a 0.5 cache: decoded whole
+    assert call_shape(older, cpu, PaintParams(), None) == CallShape(8, 1)
+    for bad in ({"rows": "eight"}, {"rows": 4, "threads": 1, "decode": 8}, {"rows": 4, "threads": True}):
+        (older / "rows.json").write_text(json.dumps({key: bad}))
+        with pytest.raises(UserError, match=r"rows.json: a choice must be"):
+            call_shape(older, cpu, PaintParams(), None)
 
 
 def test_a_damaged_record_is_named(tmp_path):
     (tmp_path / "rows.json").write_text("{nope")
     with pytest.raises(UserError, match="rows.json: not valid JSON"):
-        call_shape(tmp_path, {}, PaintParams(), lambda threads: 8)
+        call_shape(tmp_path, {}, PaintParams(), lambda threads: (8, 8))
+
+
+class DecodingPainter(TimedPainter):
+    """A lean painter whose VAE call of n latents takes `fixed + n x per_row`, plus `spill` for each latent past
+    `fits_cache` (activations that no longer fit the CPU's cache)."""
+
+    def __init__(self, clock, fixed, per_row, fits_cache=64, spill=0.0, lean=True, device="cpu"):
+        super().__init__(clock, fixed=0.0, per_row=0.0, device=device)
+        self.vae = (fixed, per_row, fits_cache, spill)
+        self.is_lean, self.decoded = lean, []
+        self.plan.dtype = torch.float32
+
+    def lean(self, prompt_embeds, params):
+        return self.is_lean
+
+    def decode(self, latents, rows=None, keep=None):
+        fixed, per_row, fits_cache, spill = self.vae
+        step = rows or latents.shape[0]
+        self.decoded.append(step)
+        for start in range(0, latents.shape[0], step):
+            n = min(step, latents.shape[0] - start)
+            self.clock.now += fixed + n * per_row + max(0, n - fits_cache) * spill
+        return [None] * latents.shape[0]
+
+
+def test_the_vae_width_is_the_fastest_slice_and_whole_unless_narrower_pays(clock):
+    params = PaintParams(width=64, height=64)
+    spills = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5)
+    assert measure_decode(spills, params, 8) == 2
+    assert set(spills.decoded) == {8, 4, 2, 1}  # every width, in rotation: 1 was no faster than 2
+    assert spills.decoded[:8] == [8, 4, 2, 1] * 2  # warm-ups, then the first timed round
+    flat = DecodingPainter(clock, fixed=0.5, per_row=1.0)  # narrower only adds calls
+    assert measure_decode(flat, params, 8) == 8
+    pipeline = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5, lean=False)
+    assert measure_decode(pipeline, params, 8) == 8 and pipeline.decoded == []  # its pipeline decodes whole
+    assert measure_decode(spills, params, 1) == 1
+    gpu = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5, device="cuda")
+    assert measure_decode(gpu, params, 8) == 8 and gpu.decoded == []  # GPUs decode whole
+
+
+def test_the_call_width_is_probed_decoding_in_the_vae_width(clock):
+    params = PaintParams(steps=4, width=64, height=64)
+    painter = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5)
+    painter.fixed = 1.0  # a call's fixed cost: batching pays up to the cap
+    assert measure_shape(painter, params, 8) == (8, 2)
+    assert set(painter.decode_rows) == {None, 2}  # 1 and 2 rows decode whole, wider calls in slices of 2
+    whole = DecodingPainter(clock, fixed=0.5, per_row=1.0)
+    whole.fixed = 1.0
+    assert measure_shape(whole, params, 8) == (8, 8) and set(whole.decode_rows) == {None}
+
+
+def test_slices_decode_the_rows_the_whole_call_decodes(tiny_painter):
+    """On the tiny painter: the same images whatever the slice's place, and padding slices are not decoded."""
+    latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    whole = [im.tobytes() for im in tiny_painter.decode(latents)]
+    sliced = tiny_painter.decode(latents, 2, keep=3)
+    assert len(sliced) == 4  # the slice holding row 2 is decoded whole
+    assert measure_decode(tiny_painter, PaintParams(steps=1, width=64, height=64), 4) in (1, 2, 4)
+    again = tiny_painter.decode(torch.cat([latents[1:2]] * 4), 2, keep=1)
+    assert len(again) == 2 and again[0].tobytes() == [im.tobytes() for im in sliced][1]
+    assert [im.tobytes() for im in tiny_painter.decode(latents, 4, keep=1)] == whole

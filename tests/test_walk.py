@@ -96,6 +96,20 @@ def test_cache_resume_and_byte_identical_batching(tiny_painter, tmp_path):
     assert len(set(frames_a.values())) == n
 
 
+def test_a_narrower_vae_width_keeps_frames_byte_identical_and_is_keyed(tiny_painter, tmp_path):
+    """Calls of 4 rows decoded 2 latents at a time (rows.py's VAE width): every batch size paints the same
+    bytes, including a last call whose padding-only slice is skipped; the whole call's width keys as before."""
+    identity = painter_identity(tiny_painter)
+    sliced = plan_scene("t", script(), identity, rows=4, decode=2)
+    assert sliced.decode == 2 and sliced.jobs[0].key != plan_scene("t", script(), identity, rows=4).jobs[0].key
+    assert plan_scene("t", script(), identity, rows=4, decode=4).jobs[0].key == \
+        plan_scene("t", script(), identity, rows=4).jobs[0].key
+    render_missing(tiny_painter, sliced, tmp_path / "four", batch_size=4)
+    for size in (1, 3):
+        render_missing(tiny_painter, sliced, tmp_path / str(size), batch_size=size)
+        assert files(tmp_path / str(size)) == files(tmp_path / "four")
+
+
 def test_batch_size_is_checked(tiny_painter, tmp_path):
     plan = plan_scene("t", script(), painter_identity(tiny_painter))
     with pytest.raises(ValueError, match="batch_size"):

@@ -66,14 +66,14 @@ def _paint_batch(worker, token: str, plan_box: list, jobs: list[Job]) -> list[by
     return [png.encode(image) for image in walker.paint(jobs)]
 
 
-def _measure(worker, params, fallback: int, threads: int | None) -> int:
-    from zoetrope.film.rows import measure_rows
+def _measure(worker, params, fallback: int, threads: int | None) -> tuple[int, int]:
+    from zoetrope.film.rows import measure_shape
 
-    return measure_rows(worker.painter, params, fallback, threads, lanes=1)  # a worker paints one call at a time
+    return measure_shape(worker.painter, params, fallback, threads, lanes=1)  # a worker paints one call at a time
 
 
-def measure_rows_ray(pool, params, fallback: int, threads: int | None) -> int:
-    """rows.measure_rows on a worker: the call width is the workers' memory, not the driver's."""
+def measure_shape_ray(pool, params, fallback: int, threads: int | None) -> tuple[int, int]:
+    """rows.measure_shape on a worker: the call width is the workers' memory and speed, not the driver's."""
     return pool.call(0, "run", _measure, params, fallback, threads)
 
 

@@ -84,6 +84,11 @@ class FilmLayout:
     def rows(self) -> list[int]:
         return sorted({s.walk.rows for s in self.scenes if s.walk is not None})
 
+    def call_shapes(self) -> str:
+        """The walks' painter calls in words: `8 rows`, `8 rows decoded 2 at a time` (film/rows.py), ..."""
+        shapes = sorted({(s.walk.rows, s.walk.decode or 0) for s in self.scenes if s.walk is not None})
+        return ", ".join(f"{rows} rows" + (f" decoded {decode} at a time" if decode else "") for rows, decode in shapes)
+
 
 def film_size(film: Film, preview: bool) -> tuple[int, int]:
     """The film's size; a preview's is half, rounded down to what every engine of the film takes."""
@@ -102,7 +107,7 @@ def _source(path: Path, cache: Path) -> Source:
 
 
 def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cache: Path, width: int, height: int):
-    from zoetrope.film.rows import call_shape, measure_rows
+    from zoetrope.film.rows import call_shape, measure_shape
     from zoetrope.film.walk import ROWS, plan_scene, walk_params
 
     walk_segments = {i for i in range(len(script.keyframes)) if script.engine_of(i) == "walk"}
@@ -111,13 +116,13 @@ def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cach
     params = walk_params(script, width, height)
     painter, identity = models.painter, models.walk_identity
     if models.pool is not None:  # the workers' memory decides their call width, not the driver's
-        from zoetrope.film.distributed import measure_rows_ray
+        from zoetrope.film.distributed import measure_shape_ray
 
         def measure(threads):
-            return measure_rows_ray(models.pool, params, ROWS, threads)
+            return measure_shape_ray(models.pool, params, ROWS, threads)
     else:
         def measure(threads):
-            return measure_rows(painter, params, ROWS, threads)
+            return measure_shape(painter, params, ROWS, threads)
     shape = call_shape(cache, identity, params, measure, request.rows)
     rows = shape.rows
     if request.batch_size is not None and request.batch_size > rows:
@@ -125,7 +130,7 @@ def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cach
                         "see --rows")
     only = None if len(walk_segments) == len(script.keyframes) else walk_segments
     return plan_scene(name, script, identity, width=width, height=height, rows=rows, only=only,
-                      threads=shape.threads)
+                      threads=shape.threads, decode=shape.decode)
 
 
 def lay_out_scene(name: str, script: SceneScript, models: FilmModels, request, width: int, height: int) -> SceneLayout:

@@ -328,7 +328,7 @@ def _render(request: RenderRequest, inputs: FilmInputs, models, timing, on_line:
 
     layout = lay_out(inputs.film, models, request)
     if layout.rows:
-        on_line(f"painter calls of {', '.join(str(n) for n in layout.rows)} rows"
+        on_line(f"painter calls of {layout.call_shapes()}"
                 + (f" on {models.pool.describe()}" if models.pool is not None else ""))
 
     # 4. Render what the cache lacks while a second thread encodes the film as its frames appear, in order

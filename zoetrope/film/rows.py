@@ -6,9 +6,10 @@ device: calls of 1, 2, 4, ... rows are timed (each after a warm-up call of its s
 CPU seconds, so that other processes' load on a shared machine does not choose it, except on CPU lanes, where
 as many calls as lanes run side by side on the wall clock) and the width with the
 fewest seconds per frame wins, a wider one only when it saves at least WIDER_GAIN a frame (padding the last
-call costs more at larger widths). Candidates stop at what memory holds: on CUDA the peak memory of a 1-row and
-a 2-row call gives a fixed cost and a cost per row, and the largest power of two (at most MAX_ROWS) that fits
-in 80% of the free memory caps them; elsewhere `cap` (the render passes walk.ROWS) does, and a call that runs
+call costs more at larger widths); the search goes on through widths within WIDER_GAIN of the best (one noisy
+timing of a flat stretch does not end it) and stops at the first clearly slower one. Candidates stop at what
+memory holds: on CUDA the peak memory of a 1-row and a 2-row call gives a fixed cost and a cost per row, and
+the largest power of two (at most MAX_ROWS) that fits in 80% of the free memory caps them; elsewhere `cap` (the render passes walk.ROWS) does, and a call that runs
 out of memory ends the search. Batching pays where a call's fixed cost matters (small images, the tiny
 models' Python overhead) and not where a row's convolutions fill the device (256 px on a 2-core CPU: 1 row).
 Speed and free memory change from run to run, so the first choice is written beside the frame cache and
@@ -20,6 +21,16 @@ The choice also fixes each call's intra-op thread count on CPU (CPU kernels sum 
 it): 1 from 0.5 on, so calls run side by side, a lane per core (stages/lanes.py), and a frame's bytes no longer
 depend on the machine's core count. A choice recorded before 0.5 (a bare number) keeps the process's count,
 as its frames were painted.
+
+And on CPU it fixes the VAE's width. The VAE decodes at full resolution, where a wide call's activations fall
+out of the CPU's caches, so decoding a call's latents in narrower slices can be faster per frame than the
+width the UNet prefers (the tiny painter on 2 cores: slices of 2 or 4 of an 8-row call, 10-25% less time a
+frame). From 0.6 on it is measured first: `cap` latents decoded whole, in halves, quarters, ..., one at a time
+(on the lanes, the widths timed in rotation), a narrower slice kept only when it saves WIDER_GAIN; then the
+call width, its probe calls decoding in those slices as the render will. A slice narrower than the call is in
+each frame's key (a kernel's sums may depend on its batch); decoding the whole call keys as before, and so do
+choices recorded without one. GPUs decode whole: their calls are as wide as memory allows, and a probe
+decoding `cap` latents could exhaust it.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from zoetrope.base.files import folder_lock, write_durable
 MAX_ROWS = 64
 MEMORY_SHARE = 0.8  # of the free memory; the rest absorbs allocator fragmentation and the caller's tensors
 CHOICES_NAME = "rows.json"
-WIDER_GAIN = 0.05  # a wider call must save 5% a frame to be chosen
+WIDER_GAIN = 0.05  # a wider call (a narrower VAE slice) must save 5% a frame to be chosen
 PROBE_STEPS = 4  # denoising steps of a timed probe call at most (the UNet's share of a frame, not all of it)
 TIMINGS = 3  # timed calls per width; the least disturbed counts
 CPU_THREADS = 1  # intra-op threads of a CPU call in caches chosen from 0.5 on (see the top)
@@ -56,19 +67,20 @@ def rows_that_fit(free_bytes: int, fixed_bytes: int, row_bytes: int, share: floa
     return 1 << (n.bit_length() - 1)
 
 
-def measure_rows(painter, params, cap: int, threads: int | None = None, lanes: int | None = None) -> int:
+def measure_rows(painter, params, cap: int, threads: int | None = None, lanes: int | None = None,
+                 decode: int | None = None) -> int:
     """The fastest call width for `params` on this painter's device: powers of two up to what memory holds
     (CUDA) or `cap` (elsewhere), timed per frame (the best of TIMINGS) at `threads` intra-op threads (None: the
     process's) and as the render runs them: `lanes` calls side by side (None: as many as a local render runs;
-    a Ray worker runs one); see the top."""
+    a Ray worker runs one), decoding `decode` latents at a time (None: whole); see the top."""
     from zoetrope.stages.lanes import intra_op_threads, lanes_for
 
     lanes = lanes_for(painter, params, threads) if lanes is None else lanes
     with intra_op_threads(threads if lanes == 1 else None):  # lanes set their own
-        return _measure_rows(painter, params, cap, lanes)
+        return _measure_rows(painter, params, cap, lanes, decode)
 
 
-def _measure_rows(painter, params, cap: int, lanes: int) -> int:
+def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None) -> int:
     from zoetrope.stages.lanes import in_order
 
     embeds = painter.encode(["a probe of speed"], [""], params.guidance)
@@ -77,7 +89,8 @@ def _measure_rows(painter, params, cap: int, lanes: int) -> int:
 
     def one(rows: int, p) -> None:
         painter.paint(params=p, latents=noise.repeat(rows, 1, 1, 1),
-                      prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()})
+                      prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()},
+                      decode_rows=decode if decode is not None and decode < rows else None)
 
     def call(rows: int, p) -> None:
         for _ in in_order(lambda _: one(rows, p), iter(range(lanes)), lanes):
@@ -101,14 +114,59 @@ def _measure_rows(painter, params, cap: int, lanes: int) -> int:
             if "alloc" not in str(exc).lower():
                 raise
             break
-        if rows > 1:
-            if seconds[rows] > (1 - WIDER_GAIN) * seconds[best]:
-                break  # not faster per frame than the narrower call: wider ones would only pad more
+        if seconds[rows] <= (1 - WIDER_GAIN) * seconds[best]:
             best = rows
+        elif seconds[rows] > (1 + WIDER_GAIN) * seconds[best]:
+            break  # clearly slower per frame than a narrower call: wider ones would only pad more
         rows *= 2
     log.info("painter call width %d at %dx%d: seconds per frame by width %s", best, params.width, params.height,
              {n: round(t, 4) for n, t in seconds.items()})
     return best
+
+
+def measure_decode(painter, params, rows: int, threads: int | None = None, lanes: int | None = None) -> int:
+    """The fastest VAE width for `rows` latents: decoded whole, in halves, ..., down to one at a time, at
+    `threads`, on `lanes` as measure_rows. Each width is warmed up, then timed TIMINGS times in rotation with the
+    others (a drift in the machine's speed then falls on every width alike) and counts its best; a narrower
+    slice wins only when it saves WIDER_GAIN. `rows` itself (whole) where nothing narrower is tried: 1 row, a
+    GPU, or a painter whose pipeline decodes (not the lean path)."""
+    from zoetrope.stages.lanes import in_order, intra_op_threads, lanes_for
+
+    if rows == 1 or painter.plan.device != "cpu" or not painter.lean(None, params):
+        return rows
+    lanes = lanes_for(painter, params, threads) if lanes is None else lanes
+    latents = painter.noise([0], params.width, params.height).repeat(rows, 1, 1, 1)
+    latents = latents.to(painter.plan.device, painter.plan.dtype)
+
+    def call(width: int, _params=None) -> None:
+        for _ in in_order(lambda _: painter.decode(latents, width), iter(range(lanes)), lanes):
+            pass
+
+    clock = time.process_time if lanes == 1 else time.perf_counter
+    widths = [rows >> k for k in range(rows.bit_length()) if rows >> k >= 1]  # rows, rows/2, ..., 1
+    with intra_op_threads(threads if lanes == 1 else None):
+        for width in widths:
+            call(width)  # warm-up: a new shape's first call builds its kernels
+        timings = [[_timed(call, width, None, clock) for width in widths] for _ in range(TIMINGS)]
+    seconds = {width: min(t[i] for t in timings) for i, width in enumerate(widths)}
+    best = rows
+    for width in widths[1:]:
+        if seconds[width] <= (1 - WIDER_GAIN) * seconds[best]:
+            best = width
+    log.info("VAE width %d of %d latents at %dx%d: seconds by width %s", best, rows, params.width,
+             params.height, {n: round(t, 4) for n, t in seconds.items()})
+    return best
+
+
+def measure_shape(painter, params, cap: int, threads: int | None = None,
+                  lanes: int | None = None) -> tuple[int, int]:
+    """(rows, VAE width): the VAE's fastest slice of `cap` latents (measure_decode), then the call width with its
+    probes decoding in those slices (measure_rows); the VAE width is then at most the call's, and equal to it
+    (whole) when no narrower slice paid."""
+    width = measure_decode(painter, params, cap, threads, lanes)
+    sliced = width if width < cap else None
+    rows = measure_rows(painter, params, cap, threads, lanes, sliced)
+    return rows, rows if sliced is None else min(sliced, rows)
 
 
 def _timed(call, rows: int, params, clock) -> float:
@@ -135,10 +193,12 @@ def _cuda_rows(call, params) -> int:
 
 @dataclass(frozen=True)
 class CallShape:
-    """How a cache's painter calls run: `rows` wide, at `threads` intra-op threads (None: the process's)."""
+    """How a cache's painter calls run: `rows` wide, at `threads` intra-op threads (None: the process's), their
+    latents decoded `decode` at a time (None: the whole call, as before 0.6)."""
 
     rows: int
     threads: int | None
+    decode: int | None = None
 
 
 def call_threads(identity: dict) -> int | None:
@@ -148,8 +208,8 @@ def call_threads(identity: dict) -> int | None:
 
 def call_shape(cache: Path, identity: dict, params, measure, rows: int | None = None) -> CallShape:
     """The painter calls' shape for this cache and painter: the one chosen before, else `measure(threads)`'s
-    width at call_threads, recorded. `rows` given (--rows): that width, at the recorded threads or
-    call_threads, and nothing is measured or recorded."""
+    (rows, VAE width) at call_threads, recorded. `rows` given (--rows): that width, at the recorded threads or
+    call_threads, decoded as recorded for that width (else whole), and nothing is measured or recorded."""
     key = hashlib.sha256(json.dumps({**identity, "width": params.width, "height": params.height,
                                      "cfg": params.guidance > 1.0}, sort_keys=True).encode()).hexdigest()[:16]
     path = cache / CHOICES_NAME
@@ -161,7 +221,8 @@ def call_shape(cache: Path, identity: dict, params, measure, rows: int | None = 
         choices = read_choices(path)  # what another render recorded while we waited
         if key not in choices:
             threads = call_threads(identity)
-            choices[key] = {"rows": measure(threads), "threads": threads}
+            measured, decode = measure(threads)
+            choices[key] = {"rows": measured, "threads": threads, "decode": decode}
             try:
                 write_durable(path, (json.dumps(choices, indent=1, sort_keys=True) + "\n").encode())
             except OSError as exc:
@@ -174,11 +235,19 @@ def _shape(path: Path, choice, identity: dict, rows: int | None) -> CallShape:
         return CallShape(rows, call_threads(identity))
     if isinstance(choice, int):  # recorded before 0.5: the width alone, painted at the process's threads
         return CallShape(rows or choice, None)
-    recorded, threads = (choice.get("rows"), choice.get("threads")) if isinstance(choice, dict) else (None, 0)
-    if not isinstance(recorded, int) or recorded < 1 or not (threads is None or isinstance(threads, int) and threads > 0):
-        raise UserError(f"{path}: a choice must be {{\"rows\": N, \"threads\": N or null}} but one is {choice!r}; "
-                        "delete the file and the call width is measured again")
-    return CallShape(rows or recorded, threads)
+    recorded, threads, decode = (choice.get("rows"), choice.get("threads"), choice.get("decode")) \
+        if isinstance(choice, dict) else (None, 0, None)
+    if not (_count(recorded) and (threads is None or _count(threads))
+            and (decode is None or _count(decode) and decode <= recorded)):
+        raise UserError(f"{path}: a choice must be {{\"rows\": N, \"threads\": N or null, \"decode\": 1..rows}} but "
+                        f"one is {choice!r}; delete the file and the call width is measured again")
+    if rows is not None and rows != recorded:
+        return CallShape(rows, threads)
+    return CallShape(recorded, threads, None if decode == recorded else decode)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def read_choices(path: Path) -> dict:

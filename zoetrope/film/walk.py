@@ -3,9 +3,9 @@
 1. `plan_scene` lays out the timeline: each keyframe's frame once (repeated for its hold) and, between
    keyframes, round(transition x fps) frames at eased t strictly between 0 and 1.
 2. Each unique frame gets a key: a hash of everything that determines it (model, device, dtype, size, steps,
-   guidance, scheduler, both keyframes' prompts and seeds, t, the painter call width). A frame already in
-   `<cache>/frames/<key>.png` is never rendered again: a rerun resumes, and an edited keyframe changes only
-   the keys of the segments that touch it.
+   guidance, scheduler, both keyframes' prompts and seeds, t, the painter call's width, and its threads and
+   VAE width where the cache fixes them: rows.py). A frame already in `<cache>/frames/<key>.png` is never
+   rendered again: a rerun resumes, and an edited keyframe changes only the keys of the segments that touch it.
 3. `render_missing` encodes each needed keyframe's prompt once, draws its noise once, then for each batch
    slerps the noise and lerps the embeddings and calls the painter.
 
@@ -66,6 +66,7 @@ class ScenePlan:
     keyframe_jobs: list[int]
     rows: int = ROWS  # painter call width the keys were made for
     threads: int | None = None  # intra-op threads of each call (1: CPU lanes, rows.py); None: the process's
+    decode: int | None = None  # latents per VAE call, narrower than `rows` (rows.py); None: the whole call
 
     def frame_paths(self, cache: Path) -> list[Path]:
         return [cache / f"{self.jobs[j].key}.png" for j in self.sequence]
@@ -103,11 +104,13 @@ def painter_identity(painter, speed=None) -> dict:
 
 
 def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: int, b: int | None, t: float,
-              rows: int = ROWS, guidance: float | None = None, threads: int | None = None) -> str:
+              rows: int = ROWS, guidance: float | None = None, threads: int | None = None,
+              decode: int | None = None) -> str:
     """sha256 of everything that determines a frame's pixels; `t` as float.hex so equal means bit-equal. Under a
     guidance schedule, the frame's own guidance (bit-exact) and the scene's peak (it decides whether the call
     runs classifier-free guidance at all); a constant guidance keys as it always did. `threads`: the calls'
-    intra-op thread count where the cache fixed it (CPU kernels sum by it); None keys as before 0.5."""
+    intra-op thread count where the cache fixed it (CPU kernels sum by it); None keys as before 0.5. `decode`:
+    the VAE's width where narrower than the call (Painter.decode); None keys as before 0.6."""
     def end(i: int | None):
         return None if i is None else {"prompt": script.prompt_of(i), "negative": script.negative_of(i),
                                        "seed": script.seed_of(i)}
@@ -120,16 +123,18 @@ def frame_key(identity: dict, script: SceneScript, width: int, height: int, a: i
         record["guidance"] = {"frame": float(guidance).hex(), "peak": script.guidance_peak()}
     if threads is not None:
         record["threads"] = threads
+    if decode is not None:
+        record["decode"] = decode
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | None = None,
                height: int | None = None, rows: int = ROWS, only: set[int] | None = None,
-               threads: int | None = None) -> ScenePlan:
+               threads: int | None = None, decode: int | None = None) -> ScenePlan:
     """Lay out a scene's frames by the frame-count rule at the script's fps.
 
-    `rows` is the painter call width the frames will be rendered at, `threads` each call's intra-op threads
-    (both part of their keys; see the top and rows.py).
+    `rows` is the painter call width the frames will be rendered at, `threads` each call's intra-op threads,
+    `decode` its latents per VAE call (all part of their keys where set; see the top and rows.py).
     `only`: the segments (keyframe i's hold and its transition to i + 1) this walk renders, when other engines
     render the rest (film/engines.py); `keyframe_start[i]` is then where segment i starts in this walk's
     sequence. Every keyframe still gets its job (a transition needs both ends' embeddings and noise), but only
@@ -137,6 +142,7 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
     script (`hold_frames`, `transition_ts_of`): the rule, or an audio-synced render's.
     """
     width, height = width or script.width, height or script.height
+    decode = decode if decode is not None and decode < rows else None  # the whole call: keyed as before 0.6
     jobs: list[Job] = []
     sequence: list[int] = []
     starts: list[int] = []
@@ -149,7 +155,7 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
 
     def job(a: int, b: int | None, t: float, frame: int) -> Job:
         g = None if scheduled is None else scheduled[min(frame, len(scheduled) - 1)]
-        return Job(a, b, t, frame_key(identity, script, width, height, a, b, t, rows, g, threads), g)
+        return Job(a, b, t, frame_key(identity, script, width, height, a, b, t, rows, g, threads, decode), g)
 
     for i in range(n_keys):
         keyframe_jobs.append(len(jobs))
@@ -163,7 +169,7 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
             for k, t in enumerate(script.transition_ts_of(i)):
                 sequence.append(len(jobs))
                 jobs.append(job(i, i + 1, t, at[i] + script.hold_frames(i) + k))
-    return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows, threads)
+    return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows, threads, decode)
 
 
 def needed_jobs(plan: ScenePlan) -> list[Job]:
@@ -277,12 +283,11 @@ class Walker:
         rows += [rows[-1]] * (rows_n - len(rows))
         embeds = {name: torch.cat([r[0][name] for r in rows]) for name in rows[0][0]}
         latents = torch.cat([r[1] for r in rows])
-        if jobs[0].guidance is None:
-            return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents)[:len(jobs)]
-        guidance = [j.guidance for j in jobs]  # a guidance schedule: each row its own, padded like the rows
-        guidance += [guidance[-1]] * (rows_n - len(guidance))
-        return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents,
-                                  guidance_rows=guidance)[:len(jobs)]
+        guidance = None if jobs[0].guidance is None else [j.guidance for j in jobs]
+        if guidance is not None:  # a guidance schedule: each row its own, padded like the rows
+            guidance += [guidance[-1]] * (rows_n - len(guidance))
+        return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents, guidance_rows=guidance,
+                                  decode_rows=self.plan.decode, keep=len(jobs))[:len(jobs)]
 
 
 def take_missing(queue: deque[Job], size: int, cache: Path, stats: WalkStats, progress=None,

@@ -222,10 +222,13 @@ class Painter:
         negative_prompts: list[str] | None = None,
         init_images: list[Image.Image] | None = None,
         guidance_rows: list[float] | None = None,
+        decode_rows: int | None = None,
+        keep: int | None = None,
     ) -> list[Image.Image]:
         """Text-to-image, or image-to-image when `init_images` is given (then `params.strength` applies).
         `guidance_rows`: one guidance per latent row (a film's guidance schedule), with `params.guidance` the
-        highest of them (it decides whether guidance runs at all); the lean path only."""
+        highest of them (it decides whether guidance runs at all); the lean path only. `decode_rows` and `keep`:
+        see `decode` (the lean path; elsewhere the pipeline decodes the whole call and `keep` is moot)."""
         # 1. Check inputs
         self.check_inputs(prompts, params=params, seeds=seeds, latents=latents, prompt_embeds=prompt_embeds,
                           negative_prompts=negative_prompts, init_images=init_images)
@@ -250,11 +253,13 @@ class Painter:
         if guidance_rows is not None and (len(guidance_rows) != latents.shape[0] or not self.lean(prompt_embeds, params)):
             raise ValueError(f"`guidance_rows` needs one value per latent row ({latents.shape[0]}) and a Stable "
                              f"Diffusion 1/2 painter but got {len(guidance_rows)} values for {self.ref.id}.")
+        if decode_rows is not None and not self.lean(prompt_embeds, params):
+            raise ValueError(f"`decode_rows` needs a Stable Diffusion 1/2 painter's lean path, not {self.ref.id}.")
         with per_item.active() if seeded else nullcontext():
             if self.lean(prompt_embeds, params):
                 embeds = prompt_embeds if prompt_embeds is not None else self.encode(prompts, negative_prompts,
                                                                                      params.guidance)
-                return self.decode(self.denoise(embeds, latents, params, guidance_rows))
+                return self.decode(self.denoise(embeds, latents, params, guidance_rows), decode_rows, keep)
             return self.text2img(latents=latents, width=params.width, height=params.height, **common).images
 
     def lean(self, prompt_embeds: PromptEmbeds | None, params: PaintParams) -> bool:
@@ -308,8 +313,17 @@ class Painter:
         return latents
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        """Latents -> 8-bit RGB images, as the pipeline decodes and post-processes them."""
+    def decode(self, latents: torch.Tensor, rows: int | None = None, keep: int | None = None) -> list[Image.Image]:
+        """Latents -> 8-bit RGB images, as the pipeline decodes and post-processes them: in VAE calls of `rows`
+        latents (None: all at once), only as many as hold the first `keep` (None: all; a walk's padding rows
+        past them are not decoded). The VAE works at full resolution, and on CPU a narrower call can be faster
+        per image than the UNet's width (its activations stay in cache; film/rows.py measures it). A slice is
+        decoded whole, padding included, so a row's bytes depend on `rows` alone, never on `keep`."""
         pipe = self.text2img
-        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-        return pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True] * image.shape[0])
+        step, wanted = rows or latents.shape[0], latents.shape[0] if keep is None else keep
+        images: list[Image.Image] = []
+        for start in range(0, wanted, step):
+            image = pipe.vae.decode(latents[start:start + step] / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            images += pipe.image_processor.postprocess(image, output_type="pil",
+                                                       do_denormalize=[True] * image.shape[0])
+        return images
