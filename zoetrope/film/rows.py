@@ -81,8 +81,6 @@ def measure_rows(painter, params, cap: int, threads: int | None = None, lanes: i
 
 
 def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None) -> int:
-    from zoetrope.stages.lanes import in_order
-
     embeds = painter.encode(["a probe of speed"], [""], params.guidance)
     noise = painter.noise([0], params.width, params.height)
     probe, warm = replace(params, steps=min(params.steps, PROBE_STEPS)), replace(params, steps=1)
@@ -93,13 +91,9 @@ def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None) -> 
                       decode_rows=decode if decode is not None and decode < rows else None)
 
     def call(rows: int, p) -> None:
-        for _ in in_order(lambda _: one(rows, p), iter(range(lanes)), lanes):
-            pass
+        _on_lanes(lambda: one(rows, p), lanes)
 
-    # On CPU the process's CPU seconds, so that a machine shared with other work does not choose the width by
-    # its load; on lanes the wall clock, since a call's time waiting for the others' Python (the GIL) is a
-    # cost of its width that CPU seconds do not see
-    clock = time.process_time if painter.plan.device == "cpu" and lanes == 1 else time.perf_counter
+    clock = _clock(painter, lanes)
     if painter.plan.device == "cuda":
         cap = _cuda_rows(call, warm)
     seconds: dict[int, float] = {}
@@ -130,7 +124,7 @@ def measure_decode(painter, params, rows: int, threads: int | None = None, lanes
     others (a drift in the machine's speed then falls on every width alike) and counts its best; a narrower
     slice wins only when it saves WIDER_GAIN. `rows` itself (whole) where nothing narrower is tried: 1 row, a
     GPU, or a painter whose pipeline decodes (not the lean path)."""
-    from zoetrope.stages.lanes import in_order, intra_op_threads, lanes_for
+    from zoetrope.stages.lanes import intra_op_threads, lanes_for
 
     if rows == 1 or painter.plan.device != "cpu" or not painter.lean(None, params):
         return rows
@@ -139,10 +133,9 @@ def measure_decode(painter, params, rows: int, threads: int | None = None, lanes
     latents = latents.to(painter.plan.device, painter.plan.dtype)
 
     def call(width: int, _params=None) -> None:
-        for _ in in_order(lambda _: painter.decode(latents, width), iter(range(lanes)), lanes):
-            pass
+        _on_lanes(lambda: painter.decode(latents, width), lanes)
 
-    clock = time.process_time if lanes == 1 else time.perf_counter
+    clock = _clock(painter, lanes)
     widths = [rows >> k for k in range(rows.bit_length()) if rows >> k >= 1]  # rows, rows/2, ..., 1
     with intra_op_threads(threads if lanes == 1 else None):
         for width in widths:
@@ -167,6 +160,21 @@ def measure_shape(painter, params, cap: int, threads: int | None = None,
     sliced = width if width < cap else None
     rows = measure_rows(painter, params, cap, threads, lanes, sliced)
     return rows, rows if sliced is None else min(sliced, rows)
+
+
+def _on_lanes(run, lanes: int) -> None:
+    """`run()` once on each of `lanes` CPU lanes side by side, as the render runs its calls (stages/lanes.py)."""
+    from zoetrope.stages.lanes import in_order
+
+    for _ in in_order(lambda _: run(), iter(range(lanes)), lanes):
+        pass
+
+
+def _clock(painter, lanes: int):
+    """On CPU the process's CPU seconds, so that a machine shared with other work does not choose a width by its
+    load; on lanes (and GPUs) the wall clock, since a call's time waiting for the others' Python (the GIL) is a
+    cost of its width that CPU seconds do not see."""
+    return time.process_time if painter.plan.device == "cpu" and lanes == 1 else time.perf_counter
 
 
 def _timed(call, rows: int, params, clock) -> float:
