@@ -21,9 +21,10 @@ Arms, each timed once a round, the order rotating, after a warm-up of every arm:
 Zoetrope's width and VAE width are what `render` measures and records for a cache (film/rows.py), measured
 once per size here and found recorded by every end-to-end run, as by a render after the first; SDV runs at
 1 frame per call (its default) and at 8. `--threads` is both arms' budget: SDV's torch threads, Zoetrope's
-lanes (at 1, Zoetrope paints one call at a time too). A ratio is SDV's seconds over Zoetrope's in the same round (above 1: Zoetrope is faster); the headline is the median over rounds against SDV's better width,
-with the spread (min-max) beside it. Last lines: `vs_sdv_end_to_end: X` and `vs_sdv_model_only: Y` (the
-lower of the sizes).
+lanes (at 1, Zoetrope paints one call at a time too). A ratio is SDV's seconds over Zoetrope's in the same
+round (above 1: Zoetrope is faster); the headline is the median over rounds against SDV's better width, with
+the spread (min-max) beside it. Last lines: `vs_sdv_end_to_end: X` and `vs_sdv_model_only: Y` (the lower of
+the sizes).
 """
 
 from __future__ import annotations

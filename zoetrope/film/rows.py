@@ -9,8 +9,8 @@ fewest seconds per frame wins, a wider one only when it saves at least WIDER_GAI
 call costs more at larger widths); the search goes on through widths within WIDER_GAIN of the best (one noisy
 timing of a flat stretch does not end it) and stops at the first clearly slower one. Candidates stop at what
 memory holds: on CUDA the peak memory of a 1-row and a 2-row call gives a fixed cost and a cost per row, and
-the largest power of two (at most MAX_ROWS) that fits in 80% of the free memory caps them; elsewhere `cap` (the render passes walk.ROWS) does, and a call that runs
-out of memory ends the search. Batching pays where a call's fixed cost matters (small images, the tiny
+the largest power of two (at most MAX_ROWS) that fits in 80% of the free memory caps them; elsewhere `cap`
+(the render passes walk.ROWS) does, and a call that runs out of memory ends the search. Batching pays where a call's fixed cost matters (small images, the tiny
 models' Python overhead) and not where a row's convolutions fill the device (256 px on a 2-core CPU: 1 row).
 Speed and free memory change from run to run, so the first choice is written beside the frame cache and
 reused: a rerun finds its frames under the same keys, and caches made before the measurement (8 rows on CPU)
