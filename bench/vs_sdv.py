@@ -102,12 +102,12 @@ class Arms:
         return seconds
 
     def zoetrope_model(self) -> float:
-        from zoetrope.film.walk import Walker, needed_jobs
+        from zoetrope.film.walk import Walker, keyframes_of, needed_jobs
         from zoetrope.stages.lanes import cpu_lanes, in_order
 
         start = time.perf_counter()
         walker, jobs = Walker(self.painter, self.plan), needed_jobs(self.plan)
-        walker.prepare({j.a for j in jobs} | {j.b for j in jobs if j.b is not None})
+        walker.prepare(keyframes_of(jobs))
         batches = (jobs[i:i + self.rows] for i in range(0, len(jobs), self.rows))
         for _ in in_order(walker.paint, batches, cpu_lanes(self.painter, walker.params)):
             pass

@@ -172,6 +172,11 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
     return ScenePlan(name, script, width, height, jobs, sequence, starts, keyframe_jobs, rows, threads, decode)
 
 
+def keyframes_of(jobs: list[Job]) -> set[int]:
+    """The keyframes whose embeddings and noise `jobs` interpolate (both ends of a transition)."""
+    return {j.a for j in jobs} | {j.b for j in jobs if j.b is not None}
+
+
 def needed_jobs(plan: ScenePlan) -> list[Job]:
     """Jobs the film shows, in film order, each once (a keyframe held 0 frames is not rendered)."""
     seen: set[int] = set()
@@ -278,7 +283,7 @@ class Walker:
         rows_n = self.plan.rows
         if not 0 < len(jobs) <= rows_n:
             raise ValueError(f"a painter call takes 1..{rows_n} jobs but got {len(jobs)}.")
-        self.prepare({j.a for j in jobs} | {j.b for j in jobs if j.b is not None})
+        self.prepare(keyframes_of(jobs))
         rows = [self.inputs(j) for j in jobs]
         rows += [rows[-1]] * (rows_n - len(rows))
         embeds = {name: torch.cat([r[0][name] for r in rows]) for name in rows[0][0]}
@@ -351,7 +356,7 @@ def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None
     queue = deque(missing)
     stats.lanes = lanes = lanes_for(painter, walker.params, plan.threads)
     if lanes > 1:  # the lanes share the walker: its keyframes' inputs are made first
-        walker.prepare({j.a for j in missing} | {j.b for j in missing if j.b is not None})
+        walker.prepare(keyframes_of(missing))
     pending: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") as writer:
         for batch, images in in_order(walker.paint, batches(), lanes):
