@@ -250,13 +250,14 @@ class Painter:
         if seeded:
             latents = self.noise(seeds, params.width, params.height)
         latents = latents.to(self.plan.device, self.plan.dtype)
-        if guidance_rows is not None and (len(guidance_rows) != latents.shape[0] or not self.lean(prompt_embeds, params)):
+        lean = self.lean(prompt_embeds, params)
+        if guidance_rows is not None and (len(guidance_rows) != latents.shape[0] or not lean):
             raise ValueError(f"`guidance_rows` needs one value per latent row ({latents.shape[0]}) and a Stable "
                              f"Diffusion 1/2 painter but got {len(guidance_rows)} values for {self.ref.id}.")
-        if decode_rows is not None and not self.lean(prompt_embeds, params):
+        if decode_rows is not None and not lean:
             raise ValueError(f"`decode_rows` needs a Stable Diffusion 1/2 painter's lean path, not {self.ref.id}.")
         with per_item.active() if seeded else nullcontext():
-            if self.lean(prompt_embeds, params):
+            if lean:
                 embeds = prompt_embeds if prompt_embeds is not None else self.encode(prompts, negative_prompts,
                                                                                      params.guidance)
                 return self.decode(self.denoise(embeds, latents, params, guidance_rows), decode_rows, keep)
