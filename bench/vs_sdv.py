@@ -186,7 +186,7 @@ def main() -> None:
     import torch
 
     from zoetrope.film.rows import CPU_THREADS, measure_shape
-    from zoetrope.film.walk import ROWS, walk_params
+    from zoetrope.film.walk import ROWS, needed_jobs, painter_identity, plan_scene, walk_params
     from zoetrope.stages.device import pick_device
     from zoetrope.stages.models import load_painter, quiet_libraries
 
@@ -201,8 +201,9 @@ def main() -> None:
     headline: dict[str, dict[int, float]] = {"end_to_end": {}, "model": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            rows, decode = measure_shape(painter, walk_params(zoetrope_script(size, frames), size, size), ROWS,
-                                         CPU_THREADS)
+            script = zoetrope_script(size, frames)
+            painted = len(needed_jobs(plan_scene("bench", script, painter_identity(painter))))  # as render counts
+            rows, decode = measure_shape(painter, walk_params(script, size, size), ROWS, CPU_THREADS, frames=painted)
             arms = Arms(painter, sdv, size, frames, rows, decode, Path(tmp) / str(size)).all()
             for run in arms.values():  # warm-up: first calls at a size build their kernels
                 run()

@@ -7,9 +7,13 @@ import torch
 
 from zoetrope.base.errors import UserError
 from zoetrope.film.rows import (
+    CPU_MAX_ROWS,
     MAX_ROWS,
     CallShape,
     call_shape,
+    cpu_rows,
+    film_rows,
+    film_seconds,
     measure_decode,
     measure_rows,
     measure_shape,
@@ -93,6 +97,23 @@ def test_the_fastest_width_per_frame_is_chosen(clock):
     assert measure_rows(noisy, params, 8) == 4  # a flat step (2) does not end the search
     middle = TimedPainter(clock, fixed=1.0, per_row=3.0)  # per frame 4, 3.5, 3.25, then 8 saves under 5%
     assert measure_rows(middle, params, 8) == 4
+
+
+def test_a_short_film_gets_the_width_that_paints_it_soonest(clock):
+    """Per frame 2, 1.5, 1.25, 1.125, 1.0625: 16 rows are fastest a frame, but 9 frames in one 16-row call
+    pay for 7 padding rows; in calls of 2 they take 5 calls of 1.5 a row (15 against 17)."""
+    assert [film_rows(n, lanes) for n, lanes in ((15, 2), (16, 2), (17, 2), (31, 2), (1, 2), (3, 1))] \
+        == [8, 8, 16, 16, 1, 4]
+    assert film_seconds(1.0, 16, 2, 31) == 32.0 and film_seconds(1.0, 8, 2, 31) == 32.0
+    assert film_seconds(1.0, 8, 2, 15) == 16.0 and film_seconds(0.5, 8, 2, None) == 0.5
+    params = PaintParams(steps=4, width=64, height=64)
+    long = TimedPainter(clock, fixed=1.0, per_row=1.0)
+    assert measure_rows(long, params, 16) == 16
+    short = TimedPainter(clock, fixed=1.0, per_row=1.0)
+    assert measure_rows(short, params, 16, frames=9) == 2
+    lanes = TimedPainter(clock, fixed=1.0, per_row=1.0)
+    assert measure_rows(lanes, params, 16, lanes=2, frames=15) == 8  # 2 calls of 8 fill the 2 lanes
+    assert max(rows for rows, _ in lanes.calls) == 8  # 16 was not probed: one lane would idle
 
 
 def test_a_width_that_does_not_fit_ends_the_search(clock):
@@ -222,10 +243,13 @@ def test_the_vae_width_is_the_fastest_slice_and_whole_unless_narrower_pays(clock
     assert measure_decode(gpu, params, 8) == 8 and gpu.decoded == []  # GPUs decode whole
 
 
-def test_the_call_width_is_probed_decoding_in_the_vae_width(clock):
+def test_the_call_width_is_probed_decoding_in_the_vae_width(clock, monkeypatch):
+    from zoetrope.film import rows
+
     params = PaintParams(steps=4, width=64, height=64)
     painter = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5)
     painter.fixed = 1.0  # a call's fixed cost: batching pays up to the cap
+    monkeypatch.setattr(rows, "available_bytes", lambda: None)  # memory not measured: the fallback caps
     assert measure_shape(painter, params, 8) == (8, 2)
     assert set(painter.decode_rows) == {None, 2}  # 1 and 2 rows decode whole, wider calls in slices of 2
     whole = DecodingPainter(clock, fixed=0.5, per_row=1.0)
@@ -243,3 +267,69 @@ def test_slices_decode_the_rows_the_whole_call_decodes(tiny_painter):
     again = tiny_painter.decode(torch.cat([latents[1:2]] * 4), 2, keep=1)
     assert len(again) == 2 and again[0].tobytes() == [im.tobytes() for im in sliced][1]
     assert [im.tobytes() for im in tiny_painter.decode(latents, 4, keep=1)] == whole
+
+
+def fake_memory(monkeypatch, painter, free: int | None, fixed: int, per_row: int) -> None:
+    """rows.py's memory counters for a fake painter: each call it makes while measured takes fixed + rows x
+    per_row bytes, and the calls of one measurement (one per lane) are held at once."""
+    from zoetrope.film import rows
+
+    def rise(run):
+        before = len(painter.calls)
+        run()
+        return sum(fixed + n * per_row for n, _ in painter.calls[before:])
+
+    monkeypatch.setattr(rows, "resident_rise", rise)
+    monkeypatch.setattr(rows, "available_bytes", lambda: free)
+
+
+def test_cpu_calls_are_as_wide_as_memory_holds_on_every_lane(clock, monkeypatch):
+    params = PaintParams(width=64, height=64)
+    painter = TimedPainter(clock, fixed=1.0, per_row=0.1)
+    fake_memory(monkeypatch, painter, 6 * GIB, GIB, GIB // 2)
+    assert cpu_rows(painter, params, 8, 1, lanes=1) == 4  # (0.8 x 6 - 1) / 0.5 = 7.6 rows fit
+    assert {rows for rows, _ in painter.calls} == {1, 2}  # a 1-row and a 2-row call, one step each
+    assert cpu_rows(painter, params, 8, 1, lanes=2) == 2  # two lanes hold two calls: (4.8 - 2) / 1 = 2.8
+    fake_memory(monkeypatch, painter, 64 * GIB, GIB, GIB // 2)
+    assert cpu_rows(painter, params, 8, 1, lanes=1) == CPU_MAX_ROWS  # plenty: past the fallback, to the CPU cap
+    fake_memory(monkeypatch, painter, None, GIB, GIB // 2)
+    assert cpu_rows(painter, params, 8, 1, lanes=1) == 8  # no counters (not Linux): the fallback
+    fake_memory(monkeypatch, painter, GIB // 2, GIB, GIB // 2)
+    assert cpu_rows(painter, params, 8, 1, lanes=1) == 1  # nothing fits: one row, and the render says why
+
+
+def test_the_shape_is_measured_within_what_memory_holds(clock, monkeypatch):
+    """The VAE and call-width probes never go past the memory bound, and past the fallback where it allows."""
+    params = PaintParams(steps=4, width=64, height=64)
+    bounded = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5)
+    bounded.fixed = 1.0  # batching pays up to the cap
+    fake_memory(monkeypatch, bounded, 6 * GIB, GIB, GIB // 2)
+    assert measure_shape(bounded, params, 8) == (4, 2)
+    assert max(rows for rows, _ in bounded.calls) == 4 and max(bounded.decoded) == 4
+    roomy = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5)
+    roomy.fixed = 1.0
+    fake_memory(monkeypatch, roomy, 64 * GIB, GIB, GIB // 2)
+    assert measure_shape(roomy, params, 8) == (CPU_MAX_ROWS, 2)
+    short = DecodingPainter(clock, fixed=0.1, per_row=1.0, fits_cache=2, spill=0.5)
+    short.fixed = 1.0
+    fake_memory(monkeypatch, short, 64 * GIB, GIB, GIB // 2)
+    assert measure_shape(short, params, 8, frames=3) == (4, 2)  # 3 frames: no call wider than 4 is probed
+    assert max(rows for rows, _ in short.calls) == 4 and max(short.decoded) == 4
+    gpu = TimedPainter(clock, fixed=1.0, per_row=0.1, device="cuda")
+    fake_memory(monkeypatch, gpu, 6 * GIB, GIB, GIB // 2)
+    monkeypatch.setattr("zoetrope.film.rows._cuda_rows", lambda call, params: 8)
+    assert measure_shape(gpu, params, 8) == (8, 8)  # a GPU's own counters bound it, not the host's
+
+
+def test_cpu_rows_on_the_tiny_painter_with_linux_counters(tiny_painter, monkeypatch):
+    """The real counters: the tiny painter's calls at 64 px are a few MiB, so the CPU cap holds them; with
+    nothing free, one row."""
+    from zoetrope.base.memory import available_bytes
+    from zoetrope.film import rows
+
+    params = PaintParams(steps=1, width=64, height=64)
+    if available_bytes() is None:
+        pytest.skip("no /proc/meminfo here: cpu_rows keeps the fallback (tested with fakes above)")
+    assert cpu_rows(tiny_painter, params, 8, 1, 1) == CPU_MAX_ROWS
+    monkeypatch.setattr(rows, "available_bytes", lambda: 0)
+    assert cpu_rows(tiny_painter, params, 8, 1, 1) == 1

@@ -108,27 +108,31 @@ def _source(path: Path, cache: Path) -> Source:
 
 def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cache: Path, width: int, height: int):
     from zoetrope.film.rows import call_shape, measure_shape
-    from zoetrope.film.walk import ROWS, plan_scene, walk_params
+    from zoetrope.film.walk import ROWS, needed_jobs, plan_scene, walk_params
 
     walk_segments = {i for i in range(len(script.keyframes)) if script.engine_of(i) == "walk"}
     if not walk_segments:
         return None
     params = walk_params(script, width, height)
     painter, identity = models.painter, models.walk_identity
+    only = None if len(walk_segments) == len(script.keyframes) else walk_segments
+
+    def frames() -> int:  # the walk's frames (the same count at every width): its calls need be no wider
+        return len(needed_jobs(plan_scene(name, script, identity, width=width, height=height, only=only)))
+
     if models.pool is not None:  # the workers' memory decides their call width, not the driver's
         from zoetrope.film.distributed import measure_shape_ray
 
         def measure(threads):
-            return measure_shape_ray(models.pool, params, ROWS, threads)
+            return measure_shape_ray(models.pool, params, ROWS, threads, -(-frames() // models.pool.size))
     else:
         def measure(threads):
-            return measure_shape(painter, params, ROWS, threads)
+            return measure_shape(painter, params, ROWS, threads, frames=frames())
     shape = call_shape(cache, identity, params, measure, request.rows)
     rows = shape.rows
     if request.batch_size is not None and request.batch_size > rows:
         raise UserError(f"--batch-size: must be 1..{rows}, the painter call width here (got {request.batch_size}); "
                         "see --rows")
-    only = None if len(walk_segments) == len(script.keyframes) else walk_segments
     return plan_scene(name, script, identity, width=width, height=height, rows=rows, only=only,
                       threads=shape.threads, decode=shape.decode)
 

@@ -4,14 +4,25 @@ A walk pads every painter call to the same width so that a frame's bytes do not 
 painted in (see walk.py), and that width is part of every frame's cache key. The width is measured, on every
 device: calls of 1, 2, 4, ... rows are timed (each after a warm-up call of its shape; on CPU in the process's
 CPU seconds, so that other processes' load on a shared machine does not choose it, except on CPU lanes, where
-as many calls as lanes run side by side on the wall clock) and the width with the
-fewest seconds per frame wins, a wider one only when it saves at least WIDER_GAIN a frame (padding the last
-call costs more at larger widths); the search goes on through widths within WIDER_GAIN of the best (one noisy
-timing of a flat stretch does not end it) and stops at the first clearly slower one. Candidates stop at what
-memory holds: on CUDA the peak memory of a 1-row and a 2-row call gives a fixed cost and a cost per row, and
-the largest power of two (at most MAX_ROWS) that fits in 80% of the free memory caps them; elsewhere `cap`
-(the render passes walk.ROWS) does, and a call that runs out of memory ends the search. Batching pays where a call's fixed cost matters (small images, the tiny
-models' Python overhead) and not where a row's convolutions fill the device (256 px on a 2-core CPU: 1 row).
+as many calls as lanes run side by side on the wall clock) and the width with the fewest seconds per frame
+wins, a wider one only when it saves at least WIDER_GAIN; the search goes on through widths within WIDER_GAIN
+of the best (one noisy timing of a flat stretch does not end it) and stops at the first clearly slower one.
+Batching pays where a call's fixed cost matters (small images, the tiny models' Python overhead, lanes
+sharing the GIL) and not where a row's convolutions fill the device (256 px on a 2-core CPU: 1 row).
+
+Candidates stop at what memory holds. On CUDA the peak memory of a 1-row and a 2-row call gives a fixed cost
+and a cost per row, and the largest power of two (at most MAX_ROWS) that fits in 80% of the free memory caps
+them. On CPU the same comes from how far those calls, on every lane at once, raise the process's peak
+resident memory, against the memory left (base/memory.py, Linux's counters), at most CPU_MAX_ROWS (from 0.7;
+16-row calls on 2 lanes paint the tiny 128 px film 10-20% faster than 8-row ones: half as many calls, half
+the Python that the lanes take turns at). Where those counters are not (macOS, Windows) the fallback (the
+render passes walk.ROWS, 8) caps them, as it did every CPU before 0.7. A call that runs out of memory anyway
+ends the search.
+
+Candidates also stop at the film: a render measures for the frames its walk paints, probes no call wider
+than gives each lane one call's worth (film_rows), and takes the width that paints those frames soonest,
+padding and idle lanes counted (film_seconds): a 15-frame walk on 2 lanes gets two 8-row calls, not one
+16-row call and an idle lane.
 Speed and free memory change from run to run, so the first choice is written beside the frame cache and
 reused: a rerun finds its frames under the same keys, and caches made before the measurement (8 rows on CPU)
 keep theirs. Renders that share a cache take the choice under a lock on the folder, so two of them started
@@ -46,8 +57,10 @@ import torch
 
 from zoetrope.base.errors import UserError
 from zoetrope.base.files import folder_lock, write_durable
+from zoetrope.base.memory import available_bytes, resident_rise
 
 MAX_ROWS = 64
+CPU_MAX_ROWS = 16  # CPU calls, where memory bounds them: wider saves the lanes little Python (see the top)
 MEMORY_SHARE = 0.8  # of the free memory; the rest absorbs allocator fragmentation and the caller's tensors
 CHOICES_NAME = "rows.json"
 WIDER_GAIN = 0.05  # a wider call (a narrower VAE slice) must save 5% a frame to be chosen
@@ -68,34 +81,44 @@ def rows_that_fit(free_bytes: int, fixed_bytes: int, row_bytes: int, share: floa
 
 
 def measure_rows(painter, params, cap: int, threads: int | None = None, lanes: int | None = None,
-                 decode: int | None = None) -> int:
+                 decode: int | None = None, frames: int | None = None) -> int:
     """The fastest call width for `params` on this painter's device: powers of two up to what memory holds
     (CUDA) or `cap` (elsewhere), timed per frame (the best of TIMINGS) at `threads` intra-op threads (None: the
     process's) and as the render runs them: `lanes` calls side by side (None: as many as a local render runs;
-    a Ray worker runs one), decoding `decode` latents at a time (None: whole); see the top."""
+    a Ray worker runs one), decoding `decode` latents at a time (None: whole); see the top. `frames` given:
+    widths up to film_rows, and the one that paints that many frames soonest (film_seconds), else the
+    fastest per frame."""
     from zoetrope.stages.lanes import intra_op_threads, lanes_for
 
     lanes = lanes_for(painter, params, threads) if lanes is None else lanes
     with intra_op_threads(threads if lanes == 1 else None):  # lanes set their own
-        return _measure_rows(painter, params, cap, lanes, decode)
+        return _measure_rows(painter, params, cap, lanes, decode, frames)
 
 
-def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None) -> int:
-    embeds = painter.encode(["a probe of speed"], [""], params.guidance)
-    noise = painter.noise([0], params.width, params.height)
+def film_rows(frames: int, lanes: int) -> int:
+    """The widest call worth probing for a film of `frames` frames on `lanes`: the smallest power of two that
+    gives every lane at most one call's worth (wider calls would only add padding, or leave lanes idle)."""
+    per_lane = -(-max(frames, 1) // max(lanes, 1))
+    return 1 << (per_lane - 1).bit_length()
+
+
+def film_seconds(per_frame: float, rows: int, lanes: int, frames: int | None) -> float:
+    """Seconds to paint `frames` frames in calls of `rows` on `lanes`, from a width's measured seconds a frame
+    with every lane busy: whole rounds of calls, padding and idle lanes in the last one included (a round with
+    idle lanes is counted as a full one: an upper bound). None: seconds a frame, the film's length unknown."""
+    if frames is None:
+        return per_frame
+    rounds = -(-max(frames, 1) // (rows * lanes))
+    return rounds * rows * lanes * per_frame
+
+
+def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None, frames: int | None) -> int:
     probe, warm = replace(params, steps=min(params.steps, PROBE_STEPS)), replace(params, steps=1)
-
-    def one(rows: int, p) -> None:
-        painter.paint(params=p, latents=noise.repeat(rows, 1, 1, 1),
-                      prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()},
-                      decode_rows=decode if decode is not None and decode < rows else None)
-
-    def call(rows: int, p) -> None:
-        _on_lanes(lambda: one(rows, p), lanes)
-
-    clock = _clock(painter, lanes)
+    call, clock = _prober(painter, params, lanes, decode), _clock(painter, lanes)
     if painter.plan.device == "cuda":
         cap = _cuda_rows(call, warm)
+    if frames is not None:
+        cap = min(cap, film_rows(frames, lanes))
     seconds: dict[int, float] = {}
     best, rows = 1, 1
     while rows <= cap:
@@ -108,9 +131,10 @@ def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None) -> 
             if "alloc" not in str(exc).lower():
                 raise
             break
-        if seconds[rows] <= (1 - WIDER_GAIN) * seconds[best]:
+        if film_seconds(seconds[rows], rows, lanes, frames) <= (1 - WIDER_GAIN) * film_seconds(
+                seconds[best], best, lanes, frames):
             best = rows
-        elif seconds[rows] > (1 + WIDER_GAIN) * seconds[best]:
+        if seconds[rows] > (1 + WIDER_GAIN) * min(seconds.values()):
             break  # clearly slower per frame than a narrower call: wider ones would only pad more
         rows *= 2
     log.info("painter call width %d at %dx%d: seconds per frame by width %s", best, params.width, params.height,
@@ -151,15 +175,39 @@ def measure_decode(painter, params, rows: int, threads: int | None = None, lanes
     return best
 
 
-def measure_shape(painter, params, cap: int, threads: int | None = None,
-                  lanes: int | None = None) -> tuple[int, int]:
-    """(rows, VAE width): the VAE's fastest slice of `cap` latents (measure_decode), then the call width with its
-    probes decoding in those slices (measure_rows); the VAE width is then at most the call's, and equal to it
-    (whole) when no narrower slice paid."""
+def measure_shape(painter, params, fallback: int, threads: int | None = None, lanes: int | None = None,
+                  frames: int | None = None) -> tuple[int, int]:
+    """(rows, VAE width) for a film of `frames` frames (None: of unknown length): on CPU first the widest call
+    that memory holds (cpu_rows; `fallback` where it cannot be measured, and elsewhere), at most film_rows;
+    then the VAE's fastest slice of that many latents (measure_decode); then the call width with its probes
+    decoding in those slices (measure_rows, which bounds its widths by film_rows on every device). The VAE
+    width is at most the call's, and equal to it (whole) when no narrower slice paid."""
+    from zoetrope.stages.lanes import lanes_for
+
+    lanes = lanes_for(painter, params, threads) if lanes is None else lanes
+    cap = cpu_rows(painter, params, fallback, threads, lanes) if painter.plan.device == "cpu" else fallback
+    cap = cap if frames is None else min(cap, film_rows(frames, lanes))
     width = measure_decode(painter, params, cap, threads, lanes)
     sliced = width if width < cap else None
-    rows = measure_rows(painter, params, cap, threads, lanes, sliced)
+    rows = measure_rows(painter, params, cap, threads, lanes, sliced, frames)
     return rows, rows if sliced is None else min(sliced, rows)
+
+
+def _prober(painter, params, lanes: int, decode: int | None):
+    """call(rows, params): a probe call of `rows` rows on each of `lanes` lanes side by side, decoding `decode`
+    latents at a time (None: whole)."""
+    embeds = painter.encode(["a probe of speed"], [""], params.guidance)
+    noise = painter.noise([0], params.width, params.height)
+
+    def one(rows: int, p) -> None:
+        painter.paint(params=p, latents=noise.repeat(rows, 1, 1, 1),
+                      prompt_embeds={k: v.repeat(rows, *([1] * (v.dim() - 1))) for k, v in embeds.items()},
+                      decode_rows=decode if decode is not None and decode < rows else None)
+
+    def call(rows: int, p) -> None:
+        _on_lanes(lambda: one(rows, p), lanes)
+
+    return call
 
 
 def _on_lanes(run, lanes: int) -> None:
@@ -181,6 +229,26 @@ def _timed(call, rows: int, params, clock) -> float:
     start = clock()
     call(rows, params)  # returns images: on CUDA that waits for the device
     return clock() - start
+
+
+def cpu_rows(painter, params, fallback: int, threads: int | None, lanes: int) -> int:
+    """The widest CPU call (a power of two, at most CPU_MAX_ROWS) whose `lanes` side by side fit MEMORY_SHARE of
+    the memory left (base/memory.py), from how far a 1-row and a 2-row call on every lane raise the process's
+    peak resident memory (whole decodes, the most a call of those rows can take); `fallback` where Linux's
+    counters are not there. Lanes' calls are measured together: their activations are held at once."""
+    from zoetrope.stages.lanes import intra_op_threads
+
+    call, warm = _prober(painter, params, lanes, None), replace(params, steps=1)
+    with intra_op_threads(threads if lanes == 1 else None):
+        one, two = (resident_rise(lambda rows=rows: call(rows, warm)) for rows in (1, 2))
+    free = available_bytes()
+    if one is None or two is None or free is None:
+        return fallback
+    row = max(two - one, 1)
+    rows = rows_that_fit(free, one - row, row, cap=CPU_MAX_ROWS)
+    log.info("CPU calls of at most %d rows on %d lanes: %d MiB free, %d MiB a row, %d MiB more a call", rows,
+             lanes, free >> 20, row >> 20, max(0, one - row) >> 20)
+    return rows
 
 
 def _cuda_rows(call, params) -> int:
