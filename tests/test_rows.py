@@ -9,6 +9,7 @@ from zoetrope.base.errors import UserError
 from zoetrope.film.rows import (
     CPU_MAX_ROWS,
     MAX_ROWS,
+    TIMINGS,
     CallShape,
     call_shape,
     cpu_rows,
@@ -114,6 +115,35 @@ def test_a_short_film_gets_the_width_that_paints_it_soonest(clock):
     lanes = TimedPainter(clock, fixed=1.0, per_row=1.0)
     assert measure_rows(lanes, params, 16, lanes=2, frames=15) == 8  # 2 calls of 8 fill the 2 lanes
     assert max(rows for rows, _ in lanes.calls) == 8  # 16 was not probed: one lane would idle
+
+
+class HiccupPainter(TimedPainter):
+    """A TimedPainter whose first `slow` timed calls of `rows` rows take `factor` times as long (the machine
+    was busy just then)."""
+
+    def __init__(self, clock, rows: int, slow: int, factor: float, **kw):
+        super().__init__(clock, **kw)
+        self.hiccup = [rows, slow, factor]
+
+    def paint(self, *, params, latents, prompt_embeds, decode_rows=None):
+        before = self.clock.now
+        super().paint(params=params, latents=latents, prompt_embeds=prompt_embeds, decode_rows=decode_rows)
+        rows, slow, factor = self.hiccup
+        if latents.shape[0] == rows and params.steps > 1 and slow > 0:
+            self.clock.now += (factor - 1) * (self.clock.now - before)
+            self.hiccup[1] -= 1
+
+
+def test_a_busy_moment_does_not_end_the_search(clock):
+    """4 rows timed while the machine was busy look 50% slower; timed again beside the fastest, they are not,
+    and the search goes on to 8."""
+    params = PaintParams(steps=4, width=64, height=64)
+    per_frame = {1: 2.0, 2: 1.5, 4: 1.2, 8: 1.0}
+    busy = HiccupPainter(clock, 4, slow=TIMINGS, factor=1.5, fixed=0.0, per_row=0.0, per_frame=per_frame)
+    assert measure_rows(busy, params, 8) == 8
+    slow = HiccupPainter(clock, 4, slow=100, factor=1.5, fixed=0.0, per_row=0.0, per_frame=per_frame)
+    assert measure_rows(slow, params, 8) == 2  # slower every time: the search ends at 4
+    assert max(rows for rows, _ in slow.calls) == 4
 
 
 def test_a_width_that_does_not_fit_ends_the_search(clock):

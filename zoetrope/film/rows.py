@@ -6,7 +6,10 @@ device: calls of 1, 2, 4, ... rows are timed (each after a warm-up call of its s
 CPU seconds, so that other processes' load on a shared machine does not choose it, except on CPU lanes, where
 as many calls as lanes run side by side on the wall clock) and the width with the fewest seconds per frame
 wins, a wider one only when it saves at least WIDER_GAIN; the search goes on through widths within WIDER_GAIN
-of the best (one noisy timing of a flat stretch does not end it) and stops at the first clearly slower one.
+of the best (one noisy timing of a flat stretch does not end it) and stops at the first clearly slower one,
+once it is still slower when timed again in turn with the fastest (a busy moment of a shared machine does not
+end it either). Then every width probed is timed TIMINGS times more, in rotation, and each counts its best:
+a drift in the machine's speed while the search went up would otherwise fall on the wider widths alone.
 Batching pays where a call's fixed cost matters (small images, the tiny models' Python overhead, lanes
 sharing the GIL) and not where a row's convolutions fill the device (256 px on a 2-core CPU: 1 row).
 
@@ -120,23 +123,40 @@ def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None, fra
     if frames is not None:
         cap = min(cap, film_rows(frames, lanes))
     seconds: dict[int, float] = {}
-    best, rows = 1, 1
+
+    def again(widths: list[int]) -> None:  # TIMINGS more timings of each, in rotation: drift falls on all alike
+        for _ in range(TIMINGS):
+            for n in widths:
+                seconds[n] = min(seconds[n], _timed(call, n, probe, clock) / (n * lanes))
+
+    def slower(rows: int) -> bool:  # clearly slower per frame than the fastest so far
+        return seconds[rows] > (1 + WIDER_GAIN) * min(seconds.values())
+
+    rows = 1
     while rows <= cap:
         try:
             call(rows, warm)  # the first call of a shape builds its kernels: not timed
             seconds[rows] = min(_timed(call, rows, probe, clock) for _ in range(TIMINGS)) / (rows * lanes)
+            if slower(rows):  # before the search ends there: the fastest and this one again, side by side
+                again([min(seconds, key=seconds.get), rows])
         except (torch.OutOfMemoryError, MemoryError):
+            seconds.pop(rows, None)
             break
         except RuntimeError as exc:  # the CPU allocator's out-of-memory is a plain RuntimeError
             if "alloc" not in str(exc).lower():
                 raise
+            seconds.pop(rows, None)
             break
+        if slower(rows):
+            break  # clearly slower per frame than a narrower call: wider ones would only pad more
+        rows *= 2
+    if len(seconds) > 1:
+        again(list(seconds))  # a drift while the search went up fell on the wider widths: every width again
+    best = 1
+    for rows in sorted(seconds):
         if film_seconds(seconds[rows], rows, lanes, frames) <= (1 - WIDER_GAIN) * film_seconds(
                 seconds[best], best, lanes, frames):
             best = rows
-        if seconds[rows] > (1 + WIDER_GAIN) * min(seconds.values()):
-            break  # clearly slower per frame than a narrower call: wider ones would only pad more
-        rows *= 2
     log.info("painter call width %d at %dx%d: seconds per frame by width %s", best, params.width, params.height,
              {n: round(t, 4) for n, t in seconds.items()})
     return best
