@@ -1,3 +1,3 @@
 """Zoetrope: an endless caption <-> paint loop and prompt-scripted films on real diffusion pipelines."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
