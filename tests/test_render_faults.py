@@ -216,7 +216,8 @@ def test_the_call_width_is_measured_once_for_renders_that_share_a_cache(tmp_path
     for t in threads:
         t.join()
     assert calls == [1] and results == [16, 16]
-    assert call_shape(tmp_path / "frames", {"model": "other"}, PaintParams(width=64, height=64), lambda t: (2, 2)).rows == 2
+    other = call_shape(tmp_path / "frames", {"model": "other"}, PaintParams(width=64, height=64), lambda t: (2, 2))
+    assert other.rows == 2
     import json
 
     assert sorted(c["rows"] for c in json.loads((tmp_path / "frames" / "rows.json").read_text()).values()) == [2, 16]
