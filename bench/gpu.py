@@ -227,7 +227,9 @@ def main() -> None:
     memory = torch.cuda.max_memory_allocated() / 2**30 if plan.device == "cuda" else None
 
     rows = {
-        "device": f"{gpu_name(plan)}, {plan.dtype_name}{', reduced architectures' if args.reduced else ''}",
+        "device": ", ".join([gpu_name(plan), plan.dtype_name] + [name for name, on in (
+            ("channels-last", args.channels_last), ("torch.compile", args.compile),
+            ("reduced architectures", args.reduced)) if on]),
         "size": f"{size}x{size}",
         "ms per loop step (caption + paint + commit)": f"{step_s * 1e3:.1f}",
         "ms per paint (1 step)": f"{paint_s * 1e3:.1f}",
