@@ -13,7 +13,8 @@ Determinism: CPU float kernels are not batch-invariant (a frame painted in a bat
 frame in a batch of 4 by one level in a few pixels: GEMM and conv take different paths for different row
 counts). So every painter call has exactly `plan.rows` rows (the width measured once per cache within what
 the device's memory holds, rows.py; ROWS where nothing was measured), padded by repeating the last frame: a
-frame's bytes then depend only on its own inputs, whatever `--batch-size` is. Rows are independent (no cross-row op), so the padding does not leak into the real frames.
+frame's bytes then depend only on its own inputs, whatever `--batch-size` is. Rows are independent (no
+cross-row op), so the padding does not leak into the real frames.
 """
 
 from __future__ import annotations
