@@ -152,11 +152,7 @@ def _measure_rows(painter, params, cap: int, lanes: int, decode: int | None, fra
         rows *= 2
     if len(seconds) > 1:
         again(list(seconds))  # a drift while the search went up fell on the wider widths: every width again
-    best = 1
-    for rows in sorted(seconds):
-        if film_seconds(seconds[rows], rows, lanes, frames) <= (1 - WIDER_GAIN) * film_seconds(
-                seconds[best], best, lanes, frames):
-            best = rows
+    best = _choose(sorted(seconds) or [1], lambda n: film_seconds(seconds[n], n, lanes, frames))
     log.info("painter call width %d at %dx%d: seconds per frame by width %s", best, params.width, params.height,
              {n: round(t, 4) for n, t in seconds.items()})
     return best
@@ -186,10 +182,7 @@ def measure_decode(painter, params, rows: int, threads: int | None = None, lanes
             call(width)  # warm-up: a new shape's first call builds its kernels
         timings = [[_timed(call, width, None, clock) for width in widths] for _ in range(TIMINGS)]
     seconds = {width: min(t[i] for t in timings) for i, width in enumerate(widths)}
-    best = rows
-    for width in widths[1:]:
-        if seconds[width] <= (1 - WIDER_GAIN) * seconds[best]:
-            best = width
+    best = _choose(widths, seconds.__getitem__)
     log.info("VAE width %d of %d latents at %dx%d: seconds by width %s", best, rows, params.width,
              params.height, {n: round(t, 4) for n, t in seconds.items()})
     return best
@@ -211,6 +204,16 @@ def measure_shape(painter, params, fallback: int, threads: int | None = None, la
     sliced = width if width < cap else None
     rows = measure_rows(painter, params, cap, threads, lanes, sliced, frames)
     return rows, rows if sliced is None else min(sliced, rows)
+
+
+def _choose(candidates: list[int], cost) -> int:
+    """The first candidate, or a later one that costs at least WIDER_GAIN less than the one kept before it: the
+    one rule by which both the call width and the VAE width leave their default."""
+    best = candidates[0]
+    for n in candidates[1:]:
+        if cost(n) <= (1 - WIDER_GAIN) * cost(best):
+            best = n
+    return best
 
 
 def _prober(painter, params, lanes: int, decode: int | None):
