@@ -44,7 +44,6 @@ def main() -> None:
     import torch
 
     from zoetrope.film.distributed import render_missing_ray
-    from zoetrope.film.rows import CPU_THREADS
     from zoetrope.film.walk import painter_identity, plan_scene, render_missing
     from zoetrope.settings.scene import SceneScript
     from zoetrope.stages.cluster import ModelSpec, open_pool
@@ -59,7 +58,7 @@ def main() -> None:
                          transition=frames / fps,
                          keyframes=[{"prompt": "a red moon over the sea", "hold": 0.125},
                                     {"prompt": "a ship in a storm", "hold": 0.125}])
-    plan = plan_scene("bench", script, painter_identity(painter), threads=CPU_THREADS)
+    plan = plan_scene("bench", script, painter_identity(painter), threads=1)
     n = len(plan.jobs)
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     start = time.perf_counter()

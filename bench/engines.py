@@ -66,9 +66,10 @@ def render(engine: str, folder: Path, args, seconds: float, tag: str, rows: int 
 
 
 def measured_rows(cache: Path) -> int | None:
-    """The walk's width the warm-up render recorded (film/rows.py: {"rows": N, "threads": T}, or N before 0.5)."""
-    choices = [json.loads(p.read_text()) for p in cache.glob("*/frames/rows.json")]
-    return next((int(v["rows"] if isinstance(v, dict) else v) for c in choices for v in c.values()), None)
+    """The walk's width the warm-up render used, from its films' records (FILM.json `walk_calls`, walk.call_shape)."""
+    records = [json.loads(p.read_text()) for p in cache.parent.glob("*.json")]
+    return next((s["walk_calls"]["rows"] for r in records if r.get("kind") == "zoetrope-film"
+                 for s in r["scenes"] if "walk_calls" in s), None)
 
 
 def _rss_mib(field: str) -> float:

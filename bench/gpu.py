@@ -25,8 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from zoetrope.film.rows import measure_rows  # noqa: E402
-from zoetrope.film.walk import ROWS  # noqa: E402
+from zoetrope.film.walk import (
+    call_rows,  # noqa: E402
+)
 from zoetrope.loop.chain import Chain  # noqa: E402
 from zoetrope.loop.chainlog import ChainWriter, step_record  # noqa: E402
 from zoetrope.settings.loop import LoopConfig  # noqa: E402
@@ -214,7 +215,7 @@ def main() -> None:
         step_s = timed(plan, loop_step, args.reps)
         writer.close()
 
-    batch = args.batch or measure_rows(painter, params, ROWS)
+    batch = args.batch or call_rows(painter.plan.device, size, size)  # the rule a render follows
     embeds = painter.encode(["a lighthouse", "a harbour"], None, 0.0)
     t = torch.linspace(0, 1, batch).view(-1, 1, 1).to(embeds["prompt_embeds"])
     walk = {"prompt_embeds": torch.lerp(embeds["prompt_embeds"][:1], embeds["prompt_embeds"][1:], t)}

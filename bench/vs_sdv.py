@@ -18,8 +18,8 @@ Arms, each timed once a round, the order rotating, after a warm-up of every arm:
 - model only: Zoetrope's Walker painting the film's frames in calls of its width, on its CPU lanes (one call
   per torch thread, each at one intra-op thread, as `render` paints: stages/lanes.py), against SDV's own
   `generate_inputs` + `__call__` loop of `make_clip_frames`, without saving.
-Zoetrope's width and VAE width are what `render` measures and records for a cache (film/rows.py), measured
-once per size here and found recorded by every end-to-end run, as by a render after the first; SDV runs at
+Zoetrope's width and VAE width are the rule `render` follows (walk.call_shape: a function of the device type
+and the size, nothing measured since 0.8), so every end-to-end run starts from an empty cache; SDV runs at
 1 frame per call (its default) and at 8. `--threads` is both arms' budget: SDV's torch threads, Zoetrope's
 lanes (at 1, Zoetrope paints one call at a time too). A ratio is SDV's seconds over Zoetrope's in the same
 round (above 1: Zoetrope is faster); the headline is the median over rounds against SDV's better width, with
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -64,20 +63,15 @@ class Arms:
     """The six arms at one size; each call returns seconds."""
 
     def __init__(self, painter, sdv, size: int, frames: int, rows: int, decode: int, tmp: Path):
-        from zoetrope.film.rows import CHOICES_NAME, CPU_THREADS, call_shape
-        from zoetrope.film.walk import painter_identity, plan_scene, walk_params
+        from zoetrope.film.walk import painter_identity, plan_scene
         from zoetrope.settings.scene import Film
 
         self.painter, self.sdv, self.size, self.frames, self.rows, self.tmp = painter, sdv, size, frames, rows, tmp
         self.script = zoetrope_script(size, frames)
         self.identity = painter_identity(painter)
         self.film = Film("bench", [("bench", self.script)], None)
-        self.plan = plan_scene("bench", self.script, self.identity, rows=rows, threads=CPU_THREADS, decode=decode)
+        self.plan = plan_scene("bench", self.script, self.identity, rows=rows, threads=1, decode=decode)
         self.runs = 0
-        # the shape measured once, as a render finds it recorded beside a cache it measured before (film/rows.py)
-        template = tmp / "template"
-        call_shape(template, self.identity, walk_params(self.script, size, size), lambda threads: (rows, decode))
-        self.choices = template / CHOICES_NAME
 
     def fresh(self) -> Path:
         self.runs += 1
@@ -90,8 +84,7 @@ class Arms:
         root = self.fresh()
         frames = root / "films" / "bench" / "frames"
         frames.mkdir(parents=True)
-        shutil.copy(self.choices, frames / self.choices.name)
-        request = RenderRequest(script=Path("bench.yaml"), cache_root=root / "films")
+        request = RenderRequest(script=Path("bench.yaml"), cache_root=root / "films", rows=self.rows)
         models = FilmModels(painter=self.painter, walk_identity=self.identity)
         start = time.perf_counter()
         layout = lay_out(self.film, models, request)
@@ -185,8 +178,7 @@ def main() -> None:
 
     import torch
 
-    from zoetrope.film.rows import CPU_THREADS, measure_shape
-    from zoetrope.film.walk import ROWS, needed_jobs, painter_identity, plan_scene, walk_params
+    from zoetrope.film.walk import call_shape
     from zoetrope.stages.device import pick_device
     from zoetrope.stages.models import load_painter, quiet_libraries
 
@@ -201,9 +193,7 @@ def main() -> None:
     headline: dict[str, dict[int, float]] = {"end_to_end": {}, "model": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            script = zoetrope_script(size, frames)
-            painted = len(needed_jobs(plan_scene("bench", script, painter_identity(painter))))  # as render counts
-            rows, decode = measure_shape(painter, walk_params(script, size, size), ROWS, CPU_THREADS, frames=painted)
+            rows, _, decode = call_shape(painter, size, size)  # the rule a render follows (issue 25)
             arms = Arms(painter, sdv, size, frames, rows, decode, Path(tmp) / str(size)).all()
             for run in arms.values():  # warm-up: first calls at a size build their kernels
                 run()
@@ -212,7 +202,7 @@ def main() -> None:
                 names = list(arms)[r % len(arms):] + list(arms)[:r % len(arms)]
                 for name in names:
                     seconds[name].append(arms[name]())
-            print(f"{size} px (Zoetrope's measured width: {rows} rows a call, decoded {decode} at a time):", flush=True)
+            print(f"{size} px (Zoetrope's width by the rule: {rows} rows a call, decoded {decode} at a time):", flush=True)
             for kind in ("end_to_end", "model"):
                 zoe = seconds[f"zoetrope {kind}"]
                 ratios = {w: [s / z for s, z in zip(seconds[f"sdv@{w} {kind}"], zoe, strict=True)] for w in SDV_WIDTHS}

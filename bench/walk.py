@@ -65,12 +65,10 @@ def main() -> None:
           f"{script.frame_count()} frames per walk, best of {repeats}", flush=True)
     timed_walk(painter, script.model_copy(update={"seed": 1}), identity, ROWS, ROWS)  # warm-up: first calls are slow
     timed_walk(painter, script.model_copy(update={"seed": 2}), identity, 1, 1)
-    from zoetrope.film.rows import measure_rows
-    from zoetrope.film.walk import walk_params
+    from zoetrope.film.walk import call_rows
 
-    chosen = measure_rows(painter, walk_params(script, args.size, args.size), ROWS)
-    print(f"call width `render` measures here: {chosen} rows ({'batching pays' if chosen > 1 else 'one row a call'})",
-          flush=True)
+    chosen = call_rows("cpu", args.size, args.size)
+    print(f"call width `render` uses here (walk.call_rows): {chosen} rows", flush=True)
 
     sides = [("batched", ROWS, ROWS), ("one_at_a_time", 1, 1)] + ([("padded_one_at_a_time", ROWS, 1)] if args.padded
                                                                   else [])

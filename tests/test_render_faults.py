@@ -7,7 +7,6 @@ import errno
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -196,31 +195,18 @@ def test_temp_names_carry_their_writer_and_only_dead_writers_temps_are_swept(tmp
     assert sweep_temps(tmp_path / "missing") == []
 
 
-def test_the_call_width_is_measured_once_for_renders_that_share_a_cache(tmp_path):
-    from zoetrope.film.rows import call_shape
-    from zoetrope.settings.params import PaintParams
+def test_the_call_width_is_a_rule_of_device_type_and_size_never_a_measurement():
+    """Issue 25: the walk's call shape is a function of what the user chose; nothing is timed or measured."""
+    from types import SimpleNamespace
 
-    calls, results = [], []
+    from zoetrope.film.walk import call_rows, call_shape
 
-    def measure(threads):
-        calls.append(1)
-        time.sleep(0.3)  # long enough for the other render to ask meanwhile
-        return (16, 16) if len(calls) == 1 else (4, 4)
-
-    def ask():
-        results.append(call_shape(tmp_path / "frames", {"model": "m"}, PaintParams(width=64, height=64), measure).rows)
-
-    threads = [threading.Thread(target=ask) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert calls == [1] and results == [16, 16]
-    other = call_shape(tmp_path / "frames", {"model": "other"}, PaintParams(width=64, height=64), lambda t: (2, 2))
-    assert other.rows == 2
-    import json
-
-    assert sorted(c["rows"] for c in json.loads((tmp_path / "frames" / "rows.json").read_text()).values()) == [2, 16]
+    assert [call_rows("cpu", s, s) for s in (64, 128, 256, 384, 512, 1024)] == [8, 8, 8, 3, 2, 1]
+    assert [call_rows("cuda:0", s, s) for s in (256, 512, 768, 1024)] == [8, 8, 3, 2]
+    cpu = SimpleNamespace(plan=SimpleNamespace(device="cpu"), decodes_per_row=True)
+    gpu = SimpleNamespace(plan=SimpleNamespace(device="cuda"), decodes_per_row=False)
+    assert call_shape(cpu, 256, 256) == (8, 1, 1) and call_shape(cpu, 256, 256, rows=3) == (3, 1, 1)
+    assert call_shape(gpu, 512, 512) == (8, None, None)
 
 
 def test_frames_another_render_saves_meanwhile_are_not_painted_again(tiny_painter, tmp_path, monkeypatch):
@@ -277,9 +263,7 @@ def test_two_renders_into_one_cache_at_once_make_the_same_film(tmp_path):
     frames = cache / "moon" / "frames"
     assert len(list(frames.glob("*.png"))) == UNIQUE
     assert [p.name for p in tmp_path.rglob("*") if is_temp_name(p.name)] == []
-    import json
-
-    assert len(json.loads((frames / "rows.json").read_text())) == 1  # one width, chosen once
+    assert not (frames / "rows.json").exists()  # planning writes nothing beside the frames (issue 25)
 
 
 @pytest.mark.e2e

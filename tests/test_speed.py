@@ -87,26 +87,34 @@ def test_decoder_presets_resolve_to_their_hub_ids(cpu, monkeypatch):
 
 @pytest.mark.parametrize("guidance", [0.0, 4.0])
 @pytest.mark.parametrize("scheduler", ["euler", "dpm++", "ddim"])
-def test_the_lean_path_paints_the_pipelines_pixels(tiny_painter, guidance, scheduler, monkeypatch):
-    """Painter.denoise + decode (walks and loops) give the same bytes as the pipeline's own __call__, so frame
-    caches and logged chains made before them stay valid."""
+def test_a_walk_call_paints_the_pipelines_pixels(tiny_painter, guidance, scheduler):
+    """Painter.paint runs diffusers' own __call__ (issue 25: no re-implemented denoising loop); a walk's call
+    decodes its latents one at a time, which is the pipeline's own decode of each latent alone."""
     params = PaintParams(steps=3, width=64, height=64, guidance=guidance, scheduler=scheduler)
-    prompts, negatives = ["a red moon", "two cats"], ["", "blur"]
-    embeds = tiny_painter.encode(prompts, negatives, guidance)
+    embeds = tiny_painter.encode(["a red moon", "two cats"], ["", "blur"], guidance)
     latents = tiny_painter.noise([1, 2], 64, 64)
-    assert tiny_painter.lean(embeds, params)
-    lean = [tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents),
-            tiny_painter.paint(prompts, params=params, seeds=[1, 2], negative_prompts=negatives)]
-    monkeypatch.setattr(tiny_painter, "lean", lambda *args: False)
-    pipeline = [tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents),
-                tiny_painter.paint(prompts, params=params, seeds=[1, 2], negative_prompts=negatives)]
-    for ours, theirs in zip(lean, pipeline, strict=True):
-        assert [np.asarray(im).tobytes() for im in ours] == [np.asarray(im).tobytes() for im in theirs]
+    ours = tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents, keep=2)
+    pipe = tiny_painter.text2img
+    for row in range(2):
+        alone = {name: t[row:row + 1] for name, t in embeds.items()}
+        lat = pipe(latents=latents[row:row + 1], num_inference_steps=3, guidance_scale=guidance, width=64,
+                   height=64, output_type="latent", **alone).images
+        batch = pipe(latents=latents, num_inference_steps=3, guidance_scale=guidance, width=64, height=64,
+                     output_type="latent", **embeds).images
+        theirs = tiny_painter.decode(batch[row:row + 1])[0]
+        assert np.asarray(ours[row]).tobytes() == np.asarray(theirs).tobytes()
+        assert lat.shape == batch[row:row + 1].shape
 
 
-def test_the_lean_path_is_taken_only_where_it_reproduces_the_pipeline(tiny_painter):
-    params = PaintParams(steps=1, width=64, height=64, guidance=4.0)
-    embeds = tiny_painter.encode(["a red moon"], None, 4.0)
-    assert tiny_painter.lean(embeds, params) and tiny_painter.lean(None, params)
-    assert not tiny_painter.lean({"prompt_embeds": embeds["prompt_embeds"]}, params)  # the pipeline encodes ""
-    assert tiny_painter.lean({"prompt_embeds": embeds["prompt_embeds"]}, PaintParams(steps=1, width=64, height=64))
+def test_row_guidance_guides_each_row_as_a_call_of_that_row_alone_would(tiny_painter):
+    """A guidance schedule's rows (RowGuidance) through the pipeline's __call__: each row of a call with two
+    guidances equals the same call with that row's guidance for every row."""
+    params = PaintParams(steps=2, width=64, height=64, guidance=5.0)
+    embeds = tiny_painter.encode(["a red moon", "two cats"], ["", "blur"], 5.0)
+    latents = tiny_painter.noise([1, 2], 64, 64)
+    mixed = tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents, guidance_rows=[2.0, 5.0])
+    low = tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents, guidance_rows=[2.0, 2.0])
+    high = tiny_painter.paint(params=params, prompt_embeds=embeds, latents=latents)
+    assert np.asarray(mixed[0]).tobytes() == np.asarray(low[0]).tobytes()
+    assert np.asarray(mixed[1]).tobytes() == np.asarray(high[1]).tobytes()
+    assert np.asarray(mixed[0]).tobytes() != np.asarray(high[0]).tobytes()

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoetrope.base.extras import install_hint
 from zoetrope.cli.options import FILM_ROLES, add_model_options, parse_models, speed_overrides
 from zoetrope.cli.scene import add_screenplay_options, screenplay_options
 
@@ -24,12 +25,12 @@ def register(sub) -> None:
     add_model_options(p)
     p.add_argument("--out", type=Path, help="film path (default renders/films/<name>.mp4)")
     p.add_argument("--rows", type=int, metavar="N",
-                   help="painter call width, 1..64 (default: what the GPU's memory holds, measured once per frame "
-                        "cache; 8 on CPU). Part of each frame's cache key")
+                   help="painter call width, 1..64 (default: the scene's rows:, else 8 at 256 px on CPU and at "
+                        "512 px on a GPU, fewer for larger frames). Part of each frame's cache key")
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per painter call, 1..rows (default rows)")
     p.add_argument("--preview", action="store_true", help="a quarter of the frames at half the size, for a quick look")
     p.add_argument("--ray", metavar="local:N|auto|ray://HOST:PORT",
-                   help="paint the walk's frames on Ray workers (pip install -e '.[ray]'); the film is the same")
+                   help=f"paint the walk's frames on Ray workers ({install_hint('ray')}); the film is the same")
     p.add_argument("--cache-root", type=Path, default=Path("renders/films"),
                    help="frames are cached in CACHE_ROOT/<scene>/frames (default renders/films)")
     chain = p.add_argument_group("with --from-chain")

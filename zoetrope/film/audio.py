@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from zoetrope.base.errors import UserError
+from zoetrope.base.extras import install_hint
 from zoetrope.base.files import write_durable
 from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
 
@@ -43,7 +44,7 @@ def _librosa():
     try:
         import librosa
     except ImportError:
-        raise UserError("audio sync needs librosa: pip install -e '.[audio]'") from None
+        raise UserError(f"audio sync needs librosa: {install_hint('audio')}") from None
     return librosa
 
 
@@ -300,7 +301,7 @@ def plot_timing(path: Path | str, audio: Audio, fps: float, ts_per_frame, keyfra
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise UserError("the audio timing plot needs matplotlib: pip install -e '.[audio]'") from None
+        raise UserError(f"the audio timing plot needs matplotlib: {install_hint('audio')}") from None
     positions = np.asarray(ts_per_frame, dtype=np.float64).reshape(-1)
     fig = Figure(figsize=(12, 5), dpi=100)  # a Figure of its own: no pyplot state, safe off the main thread
     FigureCanvasAgg(fig)

@@ -66,23 +66,10 @@ def _paint_batch(worker, token: str, plan_box: list, jobs: list[Job]) -> list[by
     return [png.encode(image) for image in walker.paint(jobs)]
 
 
-def _measure(worker, params, fallback: int, threads: int | None, frames: int | None) -> tuple[int, int]:
-    from zoetrope.film.rows import measure_shape
-
-    # a worker paints one call at a time
-    return measure_shape(worker.painter, params, fallback, threads, lanes=1, frames=frames)
-
-
-def measure_shape_ray(pool, params, fallback: int, threads: int | None,
-                      frames: int | None = None) -> tuple[int, int]:
-    """rows.measure_shape on a worker, for `frames` frames a worker (None: a film of unknown length): the call
-    width is the workers' memory and speed, not the driver's."""
-    return pool.call(0, "run", _measure, params, fallback, threads, frames)
-
-
 def pool_painter(pool) -> SimpleNamespace:
-    """What the driver knows of the workers' painter: its `ref` (for the sidecar) and `plan` (device, dtype)."""
-    return SimpleNamespace(ref=pool.painter_ref, plan=pool.plan)
+    """What the driver knows of the workers' painter: its `ref` (for the sidecar), `plan` (device, dtype) and
+    how it decodes (walk.call_shape)."""
+    return SimpleNamespace(ref=pool.painter_ref, plan=pool.plan, decodes_per_row=pool.decodes_per_row)
 
 
 def pool_identity(pool, speed=None) -> dict:

@@ -85,7 +85,7 @@ class FilmLayout:
         return sorted({s.walk.rows for s in self.scenes if s.walk is not None})
 
     def call_shapes(self) -> str:
-        """The walks' painter calls in words: `8 rows`, `8 rows decoded 2 at a time` (film/rows.py), ..."""
+        """The walks' painter calls in words: `8 rows`, `8 rows decoded 1 at a time` (walk.call_shape), ..."""
         shapes = sorted({(s.walk.rows, s.walk.decode or 0) for s in self.scenes if s.walk is not None})
         return ", ".join(f"{rows} rows" + (f" decoded {decode} at a time" if decode else "") for rows, decode in shapes)
 
@@ -106,42 +106,27 @@ def _source(path: Path, cache: Path) -> Source:
     return Source(path, path.stem if path.parent == cache else f"{path.parent.name}/{path.name}")
 
 
-def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, cache: Path, width: int, height: int):
-    from zoetrope.film.rows import call_shape, measure_shape
-    from zoetrope.film.walk import ROWS, needed_jobs, plan_scene, walk_params
+def _walk_plan(name: str, script: SceneScript, models: FilmModels, request, width: int, height: int):
+    """The walk's frames at the call shape the rule gives (walk.call_shape): pure, nothing measured or written."""
+    from zoetrope.film.walk import call_shape, plan_scene
 
     walk_segments = {i for i in range(len(script.keyframes)) if script.engine_of(i) == "walk"}
     if not walk_segments:
         return None
-    params = walk_params(script, width, height)
-    painter, identity = models.painter, models.walk_identity
-    only = None if len(walk_segments) == len(script.keyframes) else walk_segments
-
-    def frames() -> int:  # the walk's frames (the same count at every width): its calls need be no wider
-        return len(needed_jobs(plan_scene(name, script, identity, width=width, height=height, only=only)))
-
-    if models.pool is not None:  # the workers' memory decides their call width, not the driver's
-        from zoetrope.film.distributed import measure_shape_ray
-
-        def measure(threads):
-            return measure_shape_ray(models.pool, params, ROWS, threads, -(-frames() // models.pool.size))
-    else:
-        def measure(threads):
-            return measure_shape(painter, params, ROWS, threads, frames=frames())
-    shape = call_shape(cache, identity, params, measure, request.rows)
-    rows = shape.rows
+    rows, threads, decode = call_shape(models.painter, width, height, request.rows or script.rows)
     if request.batch_size is not None and request.batch_size > rows:
         raise UserError(f"--batch-size: must be 1..{rows}, the painter call width here (got {request.batch_size}); "
                         "see --rows")
-    return plan_scene(name, script, identity, width=width, height=height, rows=rows, only=only,
-                      threads=shape.threads, decode=shape.decode)
+    only = None if len(walk_segments) == len(script.keyframes) else walk_segments
+    return plan_scene(name, script, models.walk_identity, width=width, height=height, rows=rows, only=only,
+                      threads=threads, decode=decode)
 
 
 def lay_out_scene(name: str, script: SceneScript, models: FilmModels, request, width: int, height: int) -> SceneLayout:
     """Plan the walk's segments, then each video segment's chunks in film order (a chunk may start from the
     frame before it and end on the next keyframe's picture)."""
     cache = request.cache_root / name / "frames"
-    walk = _walk_plan(name, script, models, request, cache, width, height)
+    walk = _walk_plan(name, script, models, request, width, height)
     n = len(script.keyframes)
     segments: list[Segment] = []
     film: list[Path] = []  # this scene's frames so far

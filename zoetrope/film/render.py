@@ -59,7 +59,7 @@ class RenderRequest:
     hold: float | None = None
     transition: float | None = None
     out: Path | None = None
-    rows: int | None = None  # painter call width; None: measured once per frame cache
+    rows: int | None = None  # painter call width; None: the scene's `rows:`, else walk.call_rows' rule
     batch_size: int | None = None  # frames per painter call, 1..rows; None: rows
     preview: bool = False
     cache_root: Path = Path("renders/films")
@@ -73,7 +73,7 @@ class RenderRequest:
 
 def check_request(request: RenderRequest) -> None:
     """Raise a UserError naming the option and the value it got; called before anything is read or loaded."""
-    from zoetrope.film.rows import MAX_ROWS
+    from zoetrope.settings.params import MAX_ROWS
 
     r = request
     if (r.script is None) == (r.from_chain is None):

@@ -3,16 +3,16 @@
 1. `plan_scene` lays out the timeline: each keyframe's frame once (repeated for its hold) and, between
    keyframes, round(transition x fps) frames at eased t strictly between 0 and 1.
 2. Each unique frame gets a key: a hash of everything that determines it (model, device, dtype, size, steps,
-   guidance, scheduler, both keyframes' prompts and seeds, t, the painter call's width, and its threads and
-   VAE width where the cache fixes them: rows.py). A frame already in `<cache>/frames/<key>.png` is never
+   guidance, scheduler, both keyframes' prompts and seeds, t, and the painter call's shape: its rows, intra-op
+   threads and VAE width, from `call_shape`, a rule of the device type, the frame size and explicit settings). A frame already in `<cache>/frames/<key>.png` is never
    rendered again: a rerun resumes, and an edited keyframe changes only the keys of the segments that touch it.
 3. `render_missing` encodes each needed keyframe's prompt once, draws its noise once, then for each batch
    slerps the noise and lerps the embeddings and calls the painter.
 
 Determinism: CPU float kernels are not batch-invariant (a frame painted in a batch of 1 differs from the same
 frame in a batch of 4 by one level in a few pixels: GEMM and conv take different paths for different row
-counts). So every painter call has exactly `plan.rows` rows (the width measured once per cache within what
-the device's memory holds, rows.py; ROWS where nothing was measured), padded by repeating the last frame: a
+counts). So every painter call has exactly `plan.rows` rows (`rows:` in the scene, `--rows`, or call_rows'
+rule; never a measurement, which would make a film depend on how busy the machine was), padded by repeating the last frame: a
 frame's bytes then depend only on its own inputs, whatever `--batch-size` is. Rows are independent (no
 cross-row op), so the padding does not leak into the real frames.
 """
@@ -38,7 +38,8 @@ from zoetrope.settings.params import PaintParams
 from zoetrope.settings.scene import SceneScript
 from zoetrope.stages.lanes import in_order, intra_op_threads, lanes_for
 
-ROWS = 8  # rows per painter call on CPU (the canonical micro-batch): fixed, so batching never changes a frame
+ROWS = 8  # rows per painter call at the device type's reference size (call_rows): fixed, so no batch changes a frame
+REFERENCE_PIXELS = {"cpu": 256 * 256, "cuda": 512 * 512, "mps": 512 * 512}  # where a call of ROWS rows is the rule
 WALK_VERSION = 1  # bump when the rendering of a frame changes: it is part of every key
 
 
@@ -66,8 +67,8 @@ class ScenePlan:
     keyframe_start: list[int]  # film frame (within the scene) where keyframe i's hold begins
     keyframe_jobs: list[int]
     rows: int = ROWS  # painter call width the keys were made for
-    threads: int | None = None  # intra-op threads of each call (1: CPU lanes, rows.py); None: the process's
-    decode: int | None = None  # latents per VAE call, narrower than `rows` (rows.py); None: the whole call
+    threads: int | None = None  # intra-op threads of each call (1 on CPU: lanes, call_shape); None: the process's
+    decode: int | None = None  # latents per VAE call, narrower than `rows` (call_shape); None: the whole call
 
     def frame_paths(self, cache: Path) -> list[Path]:
         return [cache / f"{self.jobs[j].key}.png" for j in self.sequence]
@@ -85,6 +86,26 @@ class WalkStats:
         rate = f", {self.rendered / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
         lanes = f" on {self.lanes} CPU lanes" if self.rendered and self.lanes > 1 else ""
         return f"{self.cached} cached, {self.rendered} rendered{rate}{lanes}"
+
+
+def call_rows(device: str, width: int, height: int) -> int:
+    """The painter call width when neither the scene (`rows:`) nor the command line (`--rows`) names one: ROWS
+    rows at the device type's reference size, proportionally fewer for larger frames (a call's activations grow
+    with its pixels; 256 px on CPU: 8, 512 px: 2; 512 px on a GPU: 8), never fewer than 1. A rule of the device
+    type and the frame size alone: the same scene gives the same keys, and so the same film, on a busy machine
+    and an idle one, whatever memory is free."""
+    reference = REFERENCE_PIXELS.get(device.split(":")[0], REFERENCE_PIXELS["cpu"])
+    return max(1, min(ROWS, ROWS * reference // (width * height)))
+
+
+def call_shape(painter, width: int, height: int, rows: int | None = None) -> tuple[int, int | None, int | None]:
+    """(rows, threads, decode) of every walk call: `rows` as given, else call_rows; on CPU one intra-op thread a
+    call (CPU kernels sum in an order that depends on the thread count, so the count is fixed, and the cores
+    are used by running calls side by side on lanes: stages/lanes.py); latents decoded one at a time where the
+    painter does (Painter.decodes_per_row), else None (the whole call). All three are in every frame's key."""
+    device = painter.plan.device
+    rows = rows or call_rows(device, width, height)
+    return rows, 1 if device == "cpu" else None, 1 if painter.decodes_per_row else None
 
 
 def painter_identity(painter, speed=None) -> dict:
@@ -135,7 +156,7 @@ def plan_scene(name: str, script: SceneScript, identity: dict, *, width: int | N
     """Lay out a scene's frames by the frame-count rule at the script's fps.
 
     `rows` is the painter call width the frames will be rendered at, `threads` each call's intra-op threads,
-    `decode` its latents per VAE call (all part of their keys where set; see the top and rows.py).
+    `decode` its latents per VAE call (all part of their keys where set; see the top and call_shape).
     `only`: the segments (keyframe i's hold and its transition to i + 1) this walk renders, when other engines
     render the rest (film/engines.py); `keyframe_start[i]` is then where segment i starts in this walk's
     sequence. Every keyframe still gets its job (a transition needs both ends' embeddings and noise), but only
@@ -293,7 +314,7 @@ class Walker:
         if guidance is not None:  # a guidance schedule: each row its own, padded like the rows
             guidance += [guidance[-1]] * (rows_n - len(guidance))
         return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents, guidance_rows=guidance,
-                                  decode_rows=self.plan.decode, keep=len(jobs))[:len(jobs)]
+                                  keep=len(jobs))[:len(jobs)]
 
 
 def take_missing(queue: deque[Job], size: int, cache: Path, stats: WalkStats, progress=None,

@@ -35,7 +35,7 @@ from zoetrope.base.errors import UserError
 from zoetrope.settings import scene_rules
 from zoetrope.settings.loop import LoraSettings
 from zoetrope.settings.media import AudioSpec, check_audio_field, check_image, field_error
-from zoetrope.settings.params import SCHEDULERS, UpscaleSpec
+from zoetrope.settings.params import MAX_ROWS, SCHEDULERS, UpscaleSpec
 from zoetrope.settings.parsing import Strict, load_yaml_model
 from zoetrope.settings.schedules import ColorCoherence, Guidance, Motion, check_keys, evaluate
 from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
@@ -92,6 +92,8 @@ class SceneScript(BaseModel):
     height: Size = 256
     model: str = Field("sd-turbo", description="painter preset, local folder or Hub id (--models overrides)")
     steps: int = Field(4, ge=1, le=150)
+    rows: int | None = Field(None, ge=1, le=MAX_ROWS, description="rows per painter call of the walk (part of every "
+                             "frame's key; --rows overrides); default: 8 at 256 px on CPU, 512 px on a GPU, fewer above")
     guidance: Guidance = Field(0.0, description="classifier-free guidance: a number, or a schedule over the scene "
                                "(walk and drift segments)")
     scheduler: str = Field("euler", description="non-ancestral only: ancestral samplers flicker")

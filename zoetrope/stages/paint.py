@@ -222,13 +222,12 @@ class Painter:
         negative_prompts: list[str] | None = None,
         init_images: list[Image.Image] | None = None,
         guidance_rows: list[float] | None = None,
-        decode_rows: int | None = None,
         keep: int | None = None,
     ) -> list[Image.Image]:
         """Text-to-image, or image-to-image when `init_images` is given (then `params.strength` applies).
         `guidance_rows`: one guidance per latent row (a film's guidance schedule), with `params.guidance` the
-        highest of them (it decides whether guidance runs at all); the lean path only. `decode_rows` and `keep`:
-        see `decode` (the lean path; elsewhere the pipeline decodes the whole call and `keep` is moot)."""
+        highest of them (it decides whether guidance runs at all). `keep`: decode only the first `keep` rows
+        (a walk's padding rows are not decoded; see `decode`); where the pipeline decodes, all are."""
         # 1. Check inputs
         self.check_inputs(prompts, params=params, seeds=seeds, latents=latents, prompt_embeds=prompt_embeds,
                           negative_prompts=negative_prompts, init_images=init_images)
@@ -245,86 +244,80 @@ class Painter:
             with per_item.active():
                 return self.img2img(image=images, strength=params.strength, generator=generators, **common).images
 
-        # 3. Text-to-image: pass unit-variance noise; the pipeline scales it by the scheduler's init sigma
+        # 3. Text-to-image: unit-variance noise in (the pipeline scales it by the scheduler's init sigma)
         seeded = latents is None
         if seeded:
             latents = self.noise(seeds, params.width, params.height)
         latents = latents.to(self.plan.device, self.plan.dtype)
-        lean = self.lean(prompt_embeds, params)
-        if guidance_rows is not None and (len(guidance_rows) != latents.shape[0] or not lean):
-            raise ValueError(f"`guidance_rows` needs one value per latent row ({latents.shape[0]}) and a Stable "
-                             f"Diffusion 1/2 painter but got {len(guidance_rows)} values for {self.ref.id}.")
-        if decode_rows is not None and not lean:
-            raise ValueError(f"`decode_rows` needs a Stable Diffusion 1/2 painter's lean path, not {self.ref.id}.")
+        if guidance_rows is not None and len(guidance_rows) != latents.shape[0]:
+            raise ValueError(f"`guidance_rows` needs one value per latent row ({latents.shape[0]}) but got "
+                             f"{len(guidance_rows)}: {_show(guidance_rows)}.")
+        if guidance_rows is not None:
+            common["guidance_scale"] = RowGuidance(params.guidance, guidance_rows)
+        per_row = self.decodes_per_row and not seeded  # seeded calls (the loop's) decode as logged chains did
         with per_item.active() if seeded else nullcontext():
-            if lean:
-                embeds = prompt_embeds if prompt_embeds is not None else self.encode(prompts, negative_prompts,
-                                                                                     params.guidance)
-                return self.decode(self.denoise(embeds, latents, params, guidance_rows), decode_rows, keep)
-            return self.text2img(latents=latents, width=params.width, height=params.height, **common).images
+            out = self._call_view()(latents=latents, width=params.width, height=params.height,
+                                    callback_on_step_end=_stop_if_cancelled,
+                                    **common | {"output_type": "latent" if per_row else "pil"}).images
+        return self.decode(out, keep) if per_row else out
 
-    def lean(self, prompt_embeds: PromptEmbeds | None, params: PaintParams) -> bool:
-        """Whether `denoise` + `decode` reproduce the pipeline's own `__call__` for this call: Stable Diffusion's
-        UNet without a guidance embedding (not SDXL's added conditions), and the negative embeddings at hand
-        when guidance needs them."""
+    @property
+    def decodes_per_row(self) -> bool:
+        """Whether `paint` decodes its latents one at a time (`decode`): Stable Diffusion 1/2 pipelines, whose
+        decode is the VAE and the image processor alone. A latent decoded alone does not depend on its batch
+        (a kernel's sums may), and the VAE at full resolution holds one image's activations, not a call's."""
         from diffusers import StableDiffusionPipeline
 
-        pipe = self.text2img
-        if type(pipe) is not StableDiffusionPipeline or pipe.unet.config.time_cond_proj_dim is not None:
-            return False
-        return params.guidance <= 1.0 or prompt_embeds is None or "negative_prompt_embeds" in prompt_embeds
+        return type(self.text2img) is StableDiffusionPipeline
 
     def concurrent(self, params: PaintParams) -> bool:
         """Whether text-to-image calls with prompt embeddings may run side by side on threads (stages/lanes.py):
-        on the lean path each call steps a scheduler of its own, while the pipelines' `__call__` keeps its state
-        on the pipeline. A compiled UNet (`--compile`) runs one call at a time: its graphs are built on first
-        use, once. The scheduler is swapped in here, before any lane starts."""
+        each call runs on a view of the pipeline of its own (`_call_view`). A compiled UNet (`--compile`) runs
+        one call at a time: its graphs are built on first use, once. The scheduler is swapped in here, before
+        any lane starts."""
         self.use_scheduler(params.scheduler)
-        return self.lean(None, params) and not hasattr(self.text2img.unet, "_orig_mod")
+        return not hasattr(self.text2img.unet, "_orig_mod")
+
+    def _call_view(self):
+        """The text-to-image pipeline for one call: a shallow copy sharing every model, with a scheduler of its
+        own. `__call__` keeps its state (timesteps, step index, guidance) on the pipeline and its scheduler, so
+        calls on CPU lanes each need their own; the weights are shared and read-only."""
+        view = copy.copy(self.text2img)
+        view.scheduler = copy.deepcopy(self.text2img.scheduler)
+        view.set_progress_bar_config(disable=True)
+        return view
 
     @torch.inference_mode()
-    def denoise(self, embeds: PromptEmbeds, latents: torch.Tensor, params: PaintParams,
-                guidance_rows: list[float] | None = None) -> torch.Tensor:
-        """Stable Diffusion's denoising loop on the pipeline's own UNet and scheduler, as `__call__` runs it
-        (diffusers 0.42: same calls, same order, so the same numbers) without its per-call work: input checks
-        for prompts we never pass, callbacks, IP-adapter and LoRA branches, the progress bar. Unit-variance
-        `latents` in (scaled here by the scheduler's init sigma), denoised latents out. `guidance_rows`: each
-        row's own guidance scale (an element-wise product, so a row's numbers do not depend on the others).
-        The scheduler is a copy per call (its timesteps and step index are state), so calls may overlap."""
-        pipe, scheduler = self.text2img, copy.deepcopy(self.text2img.scheduler)
-        device = self.plan.device
-        cfg = params.guidance > 1.0
-        text = embeds["prompt_embeds"].to(device=device, dtype=pipe.text_encoder.dtype)
-        if cfg:
-            negative = embeds["negative_prompt_embeds"].to(device=device, dtype=pipe.text_encoder.dtype)
-            text = torch.cat([negative, text])
-        scheduler.set_timesteps(params.steps, device=device)
-        latents = latents.to(device) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            check_cancelled()  # on a CPU lane whose walk ended early: stop here (stages/lanes.py)
-            model_input = torch.cat([latents] * 2) if cfg else latents
-            model_input = scheduler.scale_model_input(model_input, t)
-            noise = pipe.unet(model_input, t, encoder_hidden_states=text, return_dict=False)[0]
-            if cfg:
-                uncond, cond = noise.chunk(2)
-                scale = params.guidance if guidance_rows is None else \
-                    torch.tensor(guidance_rows, dtype=noise.dtype, device=noise.device).view(-1, 1, 1, 1)
-                noise = uncond + scale * (cond - uncond)
-            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-        return latents
-
-    @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, rows: int | None = None, keep: int | None = None) -> list[Image.Image]:
-        """Latents -> 8-bit RGB images, as the pipeline decodes and post-processes them: in VAE calls of `rows`
-        latents (None: all at once), only as many as hold the first `keep` (None: all; a walk's padding rows
-        past them are not decoded). The VAE works at full resolution, and on CPU a narrower call can be faster
-        per image than the UNet's width (its activations stay in cache; film/rows.py measures it). A slice is
-        decoded whole, padding included, so a row's bytes depend on `rows` alone, never on `keep`."""
+    def decode(self, latents: torch.Tensor, keep: int | None = None) -> list[Image.Image]:
+        """Latents -> 8-bit RGB images, as the Stable Diffusion pipeline decodes and post-processes them, one
+        latent per VAE call (see `decodes_per_row`), only the first `keep` (None: all; a walk's padding rows are
+        not decoded, and skipping them changes no other row)."""
         pipe = self.text2img
-        step, wanted = rows or latents.shape[0], latents.shape[0] if keep is None else keep
         images: list[Image.Image] = []
-        for start in range(0, wanted, step):
-            image = pipe.vae.decode(latents[start:start + step] / pipe.vae.config.scaling_factor, return_dict=False)[0]
-            images += pipe.image_processor.postprocess(image, output_type="pil",
-                                                       do_denormalize=[True] * image.shape[0])
+        for row in range(latents.shape[0] if keep is None else keep):
+            image = pipe.vae.decode(latents[row:row + 1] / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            images += pipe.image_processor.postprocess(image, output_type="pil", do_denormalize=[True])
         return images
+
+
+class RowGuidance(float):
+    """A guidance scale with one value per latent row, for the pipeline's own `__call__`: it compares as the
+    call's peak (which decides whether classifier-free guidance runs at all, for every row alike) and
+    multiplies the guidance difference row by row, as `noise_uncond + scale * (noise_text - noise_uncond)` is
+    written in diffusers' Stable Diffusion pipelines. A row's numbers then do not depend on the others'."""
+
+    def __new__(cls, peak: float, rows: Sequence[float]) -> RowGuidance:
+        value = super().__new__(cls, peak)
+        value.rows = tuple(float(g) for g in rows)
+        return value
+
+    def __mul__(self, other):
+        if isinstance(other, torch.Tensor):
+            return torch.tensor(self.rows, dtype=other.dtype, device=other.device).view(-1, 1, 1, 1) * other
+        return float(self) * other
+
+
+def _stop_if_cancelled(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+    """The pipeline's step-end callback: on a CPU lane whose walk ended early, stop here (stages/lanes.py)."""
+    check_cancelled()
+    return callback_kwargs

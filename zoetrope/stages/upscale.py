@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from zoetrope.base.errors import ModelLoadError, UserError
+from zoetrope.base.extras import install_hint
 from zoetrope.stages.device import DevicePlan
 from zoetrope.stages.models import apply_quiet, from_cache_only, load_error, pin_revision, resolve
 from zoetrope.stages.presets import TINY, ModelRef, cache_dir
@@ -167,7 +168,7 @@ def _load_spandrel(path: Path, scale: int, plan: DevicePlan) -> _Spandrel:
         import spandrel
     except Exception as exc:  # ImportError, or torchvision failing to load its operators beside this torch
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{path}: ESRGAN-family upscalers need spandrel (pip install -e '.[esrgan]'), which needs "
+        raise UserError(f"{path}: ESRGAN-family upscalers need spandrel ({install_hint('esrgan')}), which needs "
                         f"torchvision: {reason}") from None
     try:
         model = spandrel.ModelLoader(device=plan.device).load_from_file(path)
