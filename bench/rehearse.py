@@ -295,7 +295,7 @@ def main() -> int:
         (args.scratch / "hub").mkdir(parents=True, exist_ok=True)
         done = write_repo(repo, args.scratch / "hub", reduced=args.reduced and not repo.fits)
         print(json.dumps({"preset": repo.preset, "revision": repo.revision} | done | {"vocab": vocab_note}, indent=1))
-        return 1 if done["missing"] else 0
+        return 1 if done.get("missing") else 0
     if args.list:
         for name, (presets, reduced, commands) in SCENARIOS.items():
             print(f"{name}: builds {', '.join(presets) or '-'}; runs {'; '.join(c[0] for c in commands)}")
@@ -309,6 +309,7 @@ def main() -> int:
     try:
         if scenarios:
             scratch.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(scratch / "out", ignore_errors=True)  # chains and films of an earlier run (models stay)
             print(f"scratch: {scratch} (log: {log})", flush=True)
             built: set[str] = set()
             for name in scenarios:

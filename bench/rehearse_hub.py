@@ -62,10 +62,10 @@ def save_model(model: Model, folder: Path, seed: int, reduced: bool) -> int:
     n = sum(p.numel() for p in module.parameters())
     folder.mkdir(parents=True, exist_ok=True)
     kwargs = {"max_shard_size": model.shard}
-    if model.weights.endswith(".bin"):  # the repository has only the pickle
-        module.save_pretrained(folder, safe_serialization=False, **kwargs)
-        if model.weights != "pytorch_model.bin":
-            os.replace(folder / "pytorch_model.bin", folder / model.weights)
+    if model.weights.endswith(".bin"):  # the repository has only the pickle (transformers 5 writes none)
+        module.save_pretrained(folder, **kwargs)
+        (folder / "model.safetensors").unlink()
+        torch.save(module.state_dict(), folder / model.weights)
     else:
         module.save_pretrained(folder, **kwargs)
     if model.fp16:
@@ -149,6 +149,16 @@ def save_clip_tokenizer(aux: Aux, folder: Path) -> None:
     tok = CLIPTokenizer(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
                         pad_token=aux.options["pad"], model_max_length=77)
     tok.save_pretrained(folder)
+    _special_tokens_map(tok, folder)
+
+
+def _special_tokens_map(tok, folder: Path) -> None:
+    """The repository's special_tokens_map.json (transformers 5 folds it into tokenizer_config.json)."""
+    if not (folder / "special_tokens_map.json").exists():
+        specials = {k: str(v) for k, v in tok.special_tokens_map.items() if k != "additional_special_tokens"}
+        extra = tok.special_tokens_map.get("additional_special_tokens")
+        (folder / "special_tokens_map.json").write_text(
+            json.dumps(specials | ({"additional_special_tokens": list(extra)} if extra else {}), indent=2) + "\n")
 
 
 def bert_vocab() -> list[str]:
@@ -179,14 +189,16 @@ def save_blip_processor(aux: Aux, folder: Path) -> None:
     words = bert_vocab()
     assert len(words) == 30522, len(words)
     (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
-    tok = BertTokenizer(vocab_file=str(folder / "vocab.txt"), bos_token="[DEC]", additional_special_tokens=["[ENC]"],
-                        model_max_length=512)
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, bos_token="[DEC]",
+                        additional_special_tokens=["[ENC]"], model_max_length=512)
     assert len(tok) == 30524, len(tok)
     size = aux.options["size"]
     images = BlipImageProcessor(size={"height": size, "width": size}, image_mean=[0.48145466, 0.4578275, 0.40821073],
                                 image_std=[0.26862954, 0.26130258, 0.27577711], do_normalize=True, do_resize=True,
                                 do_rescale=True, resample=3)
     BlipProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
+    images.save_pretrained(folder)  # preprocessor_config.json, as the repository has it
+    _special_tokens_map(tok, folder)
 
 
 def save_t5_tokenizer(aux: Aux, folder: Path) -> None:
@@ -231,9 +243,13 @@ def save_t5_tokenizer(aux: Aux, folder: Path) -> None:
 
 
 def save_scheduler(aux: Aux, folder: Path) -> None:
+    """The published scheduler_config.json as it is (keys this diffusers ignores included), checked to load."""
     import diffusers
 
-    getattr(diffusers, aux.cls)(**aux.options).save_pretrained(folder)
+    config = {"_class_name": aux.cls, "_diffusers_version": "0.24.0.dev0"} | aux.options
+    getattr(diffusers, aux.cls).from_config(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def save_clip_image_processor(aux: Aux, folder: Path) -> None:
@@ -311,6 +327,9 @@ def commit(staging: Path, cache: Path, repo_id: str, revision: str) -> Path:
 
 def write_repo(repo: Repo, cache: Path, seed: int = 0, reduced: bool = False) -> dict:
     """Build and lay out `repo` in `cache`; {counts: {label: n}, files: [...], missing: [...], extra: [...]}."""
+    done = cache / f"models--{repo.repo_id.replace('/', '--')}" / "snapshots" / repo.revision / ".rehearsal.json"
+    if done.exists():  # built by an earlier scenario or run into this cache
+        return json.loads(done.read_text())
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cache))
     counts = {}
     try:
@@ -331,5 +350,8 @@ def write_repo(repo: Repo, cache: Path, seed: int = 0, reduced: bool = False) ->
         snapshot = commit(staging, cache, repo.repo_id, repo.revision)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"counts": counts, "snapshot": str(snapshot), "files": sorted(written - set(extra)),
-            "missing": sorted(expected - written), "dropped": extra}
+    result = {"counts": counts, "snapshot": str(snapshot), "files": sorted(written - set(extra)),
+              "missing": sorted(expected - written), "dropped": extra, "reduced": reduced}
+    if not result["missing"]:
+        done.write_text(json.dumps(result))  # beside the snapshot's files: the loaders never look at it
+    return result

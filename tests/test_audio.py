@@ -78,7 +78,7 @@ def test_module_imports_without_the_extra():
 
 def test_missing_extra_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "librosa", None)  # `import librosa` now raises ImportError
-    with pytest.raises(UserError, match=r"pip install -e '\.\[audio\]'"):
+    with pytest.raises(UserError, match=r"\.venv/bin/pip install -e '\.\[audio\]'"):
         au.load_audio(write_wav(tmp_path / "a.wav", seconds=0.5))
 
 

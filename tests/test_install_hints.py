@@ -19,7 +19,7 @@ PIP = re.compile(r"pip3? install[^\n`\"]*")
 # Allowed: the checkout's own editable install (the README's first command, an extra), the pinned CPU torch,
 # and the benchmark's pinned peer installed beside the venv for comparison only.
 ALLOWED = (
-    re.compile(r"^pip install -e (\.|'\.\[[a-z,]+\]'|'\.\[\{extra\}\]')(?=\s|$|\)|&&)"),  # {extra}: install_hint
+    re.compile(r"^pip install -e (\.|'\.\[[a-z,]+\]'|'\.\[\{extra\}\]'|'\.\[EXTRA\]')(?=\s|$|\)|&&)"),  # {extra}: install_hint
     re.compile(r"^pip install -q --disable-pip-version-check -e '\.\[test\]'"),
     re.compile(r"^pip install torch==\d"),
     re.compile(r"^pip install --no-deps --target \.venv/bench-sdv stable-diffusion-videos==[\d.]+"),

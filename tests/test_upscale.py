@@ -206,7 +206,7 @@ def test_weights_file_without_spandrel_is_one_line_saying_why(cpu, tmp_path, mon
     with pytest.raises(UserError) as info:
         load_upscaler(str(weights), 4, cpu)
     message = str(info.value)
-    assert message.startswith(f"{weights}: ESRGAN-family upscalers need spandrel (pip install -e '.[esrgan]'), "
+    assert message.startswith(f"{weights}: ESRGAN-family upscalers need spandrel (.venv/bin/pip install -e '.[esrgan]'), "
                               "which needs torchvision: ")
     assert reason in message and "\n" not in message
     with pytest.raises(UserError, match="no such upscaler weights file"):

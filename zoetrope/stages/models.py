@@ -287,9 +287,22 @@ def pull(preset_or_id: str, revision: str | None = None) -> Path:
     # Skip the alternative weight formats that diffusers repos also carry (ckpt, onnx, flax...).
     patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
     try:
+        from huggingface_hub import list_repo_files
+
+        patterns += pickle_only_weights(list_repo_files(repo_id, revision=revision))
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # reported as one line; the user's network or id is at fault
         raise ModelLoadError(f"models pull {preset_or_id}: could not download {repo_id} ({str(exc).splitlines()[0][:200]})") from exc
+
+
+def pickle_only_weights(files: list[str]) -> list[str]:
+    """The PyTorch-pickle weights of each folder that has no `.safetensors`: Salesforce/blip-image-captioning-base's
+    main holds only `pytorch_model.bin`, so without them a pull fetched no weights and the load then failed."""
+    import re
+
+    with_safetensors = {f.rpartition("/")[0] for f in files if f.endswith(".safetensors")}
+    weights = re.compile(r"(diffusion_)?pytorch_model(-\d+-of-\d+)?\.bin")
+    return [f for f in files if weights.fullmatch(f.rpartition("/")[2]) and f.rpartition("/")[0] not in with_safetensors]
 
 
 def cached_revision(repo_id: str) -> str | None:
