@@ -297,7 +297,7 @@ def main() -> int:
         print(json.dumps({"preset": repo.preset, "revision": repo.revision} | done | {"vocab": vocab_note}, indent=1))
         return 1 if done.get("missing") else 0
     if args.list:
-        for name, (presets, reduced, commands) in SCENARIOS.items():
+        for name, (presets, _reduced, commands) in SCENARIOS.items():
             print(f"{name}: builds {', '.join(presets) or '-'}; runs {'; '.join(c[0] for c in commands)}")
         return 0
 
