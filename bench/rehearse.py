@@ -147,7 +147,7 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], bool, list[tuple[str, list[str], str
 # ------------------------------------------------------------------------------------------ measuring
 def run_measured(argv: list[str], env: dict, log: Path, timeout: float) -> dict:
     """Run `argv` (niced); its exit status, wall seconds and peak RSS (the child's own, from wait4)."""
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]  # the machine may be shared: say how busy it was
     with open(log, "ab") as out:
         out.write(f"\n$ {' '.join(argv)}\n".encode())
         out.flush()
@@ -165,7 +165,7 @@ def run_measured(argv: list[str], env: dict, log: Path, timeout: float) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
     return {"rc": proc.returncode, "seconds": time.perf_counter() - start, "peak_rss_gb": usage.ru_maxrss / 2**20,
-            "tail": tail}
+            "tail": tail, "load": max(load, os.getloadavg()[0])}
 
 
 def loop_step_seconds(chain: Path) -> list[float]:
@@ -266,9 +266,10 @@ def report(rows: list[dict], results: list[dict], skipped: dict) -> list[str]:
         at = f"{row['reduced']:,} (reduced depth)" if row["reduced"] and not REPOS[row["preset"]].fits else "full size"
         mark = {True: "yes", False: "**NO**", None: "-"}[row["match"]]
         lines.append(f"| {row['preset']} | {row['component']} | {row['built']:,} | {row['published']} | {mark} | {at} |")
-    lines += ["", "| command | exit | seconds | peak RSS (GB) | figure |", "|---|---|---|---|---|"]
+    lines += ["", "| command | exit | seconds | peak RSS (GB) | figure | load avg |", "|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['label']} | {r['rc']} | {r['seconds']:.0f} | {r['peak_rss_gb']:.2f} | {figure(r)} |")
+        lines.append(f"| {r['label']} | {r['rc']} | {r['seconds']:.0f} | {r['peak_rss_gb']:.2f} | {figure(r)} "
+                     f"| {r['load']:.1f} |")
     lines += [f"- not rehearsed: {k}: {v}" for k, v in skipped.items()]
     return lines
 

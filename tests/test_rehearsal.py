@@ -88,7 +88,7 @@ def test_the_writer_lays_a_model_out_as_the_hub_client_caches_it(tmp_path, monke
 
 def test_a_pull_also_fetches_the_pickle_weights_of_a_folder_without_safetensors():
     """blip-base's main has only pytorch_model.bin: the pull's safetensors-only patterns fetched no weights."""
-    from zoetrope.stages.models import pickle_only_weights
+    from zoetrope.stages.presets import pickle_only_weights
 
     blip_base = ["config.json", "preprocessor_config.json", "pytorch_model.bin", "tf_model.h5", "vocab.txt"]
     assert pickle_only_weights(blip_base) == ["pytorch_model.bin"]

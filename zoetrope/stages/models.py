@@ -22,6 +22,7 @@ from zoetrope.base.errors import ModelLoadError, UserError
 from zoetrope.base.extras import install_hint
 from zoetrope.base.files import sha256_file_remembered
 from zoetrope.settings.params import SpeedOptions
+from zoetrope.stages import presets
 from zoetrope.stages.device import DevicePlan
 from zoetrope.stages.presets import PRESETS, TINY, TINY_BUILD_VERSION, ModelRef, Role, cache_dir
 
@@ -275,7 +276,7 @@ def apply_quiet() -> None:
 def pull(preset_or_id: str, revision: str | None = None) -> Path:
     """Download a preset (at its pinned revision, if it has one) or a Hub id into the Hugging Face cache, so
     later runs work offline."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import list_repo_files, snapshot_download
 
     repo_id = PRESETS[preset_or_id].repo_id if preset_or_id in PRESETS else preset_or_id
     if revision is None and preset_or_id in PRESETS:  # the commit the preset pins, which loads look up offline
@@ -284,25 +285,12 @@ def pull(preset_or_id: str, revision: str | None = None) -> Path:
         raise UserError(f"models pull: '{preset_or_id}' is not a preset ({', '.join(PRESETS)}) or a Hub id")
     if why := hub_offline_reason():  # said at once, not after the Hub client's retries
         raise ModelLoadError(f"models pull {preset_or_id}: cannot download {repo_id}: {why}")
-    # Skip the alternative weight formats that diffusers repos also carry (ckpt, onnx, flax...).
-    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]
+    patterns = ["*.json", "*.txt", "*.model", "*.safetensors"]  # not the other formats (ckpt, onnx, flax...)
     try:
-        from huggingface_hub import list_repo_files
-
-        patterns += pickle_only_weights(list_repo_files(repo_id, revision=revision))
+        patterns += presets.pickle_only_weights(list_repo_files(repo_id, revision=revision))
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # reported as one line; the user's network or id is at fault
         raise ModelLoadError(f"models pull {preset_or_id}: could not download {repo_id} ({str(exc).splitlines()[0][:200]})") from exc
-
-
-def pickle_only_weights(files: list[str]) -> list[str]:
-    """The PyTorch-pickle weights of each folder that has no `.safetensors`: Salesforce/blip-image-captioning-base's
-    main holds only `pytorch_model.bin`, so without them a pull fetched no weights and the load then failed."""
-    import re
-
-    with_safetensors = {f.rpartition("/")[0] for f in files if f.endswith(".safetensors")}
-    weights = re.compile(r"(diffusion_)?pytorch_model(-\d+-of-\d+)?\.bin")
-    return [f for f in files if weights.fullmatch(f.rpartition("/")[2]) and f.rpartition("/")[0] not in with_safetensors]
 
 
 def cached_revision(repo_id: str) -> str | None:

@@ -74,3 +74,13 @@ class ModelRef:
 def cache_dir() -> Path:
     """Where Zoetrope keeps what it builds (tiny models); `ZOETROPE_CACHE` overrides."""
     return Path(os.environ.get("ZOETROPE_CACHE") or Path.home() / ".cache" / "zoetrope")
+
+
+def pickle_only_weights(files: list[str]) -> list[str]:
+    """The PyTorch-pickle weights of each folder that has no `.safetensors`: Salesforce/blip-image-captioning-base's
+    main holds only `pytorch_model.bin`, so without them a pull fetched no weights and the load then failed."""
+    import re
+
+    with_safetensors = {f.rpartition("/")[0] for f in files if f.endswith(".safetensors")}
+    weights = re.compile(r"(diffusion_)?pytorch_model(-\d+-of-\d+)?\.bin")
+    return [f for f in files if weights.fullmatch(f.rpartition("/")[2]) and f.rpartition("/")[0] not in with_safetensors]
