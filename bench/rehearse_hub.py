@@ -61,7 +61,8 @@ def save_model(model: Model, folder: Path, seed: int, reduced: bool) -> int:
     module = make(model, reduced).eval()
     n = sum(p.numel() for p in module.parameters())
     folder.mkdir(parents=True, exist_ok=True)
-    kwargs = {"max_shard_size": model.shard}
+    # A repository's shards stay shards at reduced depth (an index and numbered files; fewer of them, smaller).
+    kwargs = {"max_shard_size": "500MB" if reduced and model.shard != "50GB" else model.shard}
     if model.weights.endswith(".bin"):  # the repository has only the pickle (transformers 5 writes none)
         module.save_pretrained(folder, **kwargs)
         (folder / "model.safetensors").unlink()
@@ -203,7 +204,9 @@ def save_blip_processor(aux: Aux, folder: Path) -> None:
 
 def save_t5_tokenizer(aux: Aux, folder: Path) -> None:
     """T5's layout: a Unigram `spiece.model` (32,000 pieces: synthetic) plus 100 sentinels, as a protobuf."""
-    from transformers.utils import sentencepiece_model_pb2 as pb
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    pb = import_protobuf()  # transformers' own copy of sentencepiece's schema for this protobuf
 
     from zoetrope.stages.tiny import TINY_WORDS
 
@@ -217,10 +220,11 @@ def save_t5_tokenizer(aux: Aux, folder: Path) -> None:
     for a in letters:
         for b in letters:
             for c in letters:
-                for piece in (a + b, a + b + c, f"\u2581{a}{b}"):
+                for piece in (a + b, a + b + c, f"\u2581{a}{b}", f"\u2581{a}{b}{c}"):
                     if len(pieces) < 32000 and piece not in seen:
                         pieces.append((piece, -12.0 - len(piece), 1))
                         seen.add(piece)
+    assert len(pieces) >= 32000, len(pieces)
     for text, score, kind in pieces[:32000]:
         p = proto.pieces.add()
         p.piece, p.score, p.type = text, score, kind
