@@ -39,11 +39,11 @@ def sidecar(inputs, layout, models) -> dict:
                 entry["chunks"] = [c.record() for c in segment.chunks]
             segments.append(entry)
             offset += n
-        entry = {"name": scene.name, "size": [scene.width, scene.height], "steps": script.steps,
-                 "guidance": script.guidance, "scheduler": script.scheduler, "segments": segments}
+        record = {"name": scene.name, "size": [scene.width, scene.height], "steps": script.steps,
+                  "guidance": script.guidance, "scheduler": script.scheduler, "segments": segments}
         if scene.walk is not None:  # the walk's call shape: part of every frame's key (walk.call_shape)
-            entry["walk_calls"] = {"rows": scene.walk.rows, "threads": scene.walk.threads, "decode": scene.walk.decode}
-        scenes.append(entry)
+            record["walk_calls"] = {"rows": scene.walk.rows, "threads": scene.walk.threads, "decode": scene.walk.decode}
+        scenes.append(record)
     return {"kind": "zoetrope-film", "version": 1, "title": inputs.film.title, "film": inputs.out.name,
             "frames": len(layout.shots), "fps": layout.fps, "size": list(layout.size), "fps_out": layout.fps_out,
             "choices": {role: {"spec": c.spec, "revision": c.revision, "origin": c.origin}

@@ -4,16 +4,17 @@
    keyframes, round(transition x fps) frames at eased t strictly between 0 and 1.
 2. Each unique frame gets a key: a hash of everything that determines it (model, device, dtype, size, steps,
    guidance, scheduler, both keyframes' prompts and seeds, t, and the painter call's shape: its rows, intra-op
-   threads and VAE width, from `call_shape`, a rule of the device type, the frame size and explicit settings). A frame already in `<cache>/frames/<key>.png` is never
-   rendered again: a rerun resumes, and an edited keyframe changes only the keys of the segments that touch it.
+   threads and VAE width, from `call_shape`, a rule of the device type, the frame size and explicit settings).
+   A frame already in `<cache>/frames/<key>.png` is never rendered again: a rerun resumes, and an edited
+   keyframe changes only the keys of the segments that touch it.
 3. `render_missing` encodes each needed keyframe's prompt once, draws its noise once, then for each batch
    slerps the noise and lerps the embeddings and calls the painter.
 
 Determinism: CPU float kernels are not batch-invariant (a frame painted in a batch of 1 differs from the same
 frame in a batch of 4 by one level in a few pixels: GEMM and conv take different paths for different row
 counts). So every painter call has exactly `plan.rows` rows (`rows:` in the scene, `--rows`, or call_rows'
-rule; never a measurement, which would make a film depend on how busy the machine was), padded by repeating the last frame: a
-frame's bytes then depend only on its own inputs, whatever `--batch-size` is. Rows are independent (no
+rule; never a measurement, which would make a film depend on how busy the machine was), padded by repeating
+the last frame: a frame's bytes then depend only on its own inputs, whatever `--batch-size` is. Rows are independent (no
 cross-row op), so the padding does not leak into the real frames.
 """
 
