@@ -44,7 +44,8 @@ def main() -> None:
     import torch
 
     from zoetrope.film.distributed import render_missing_ray
-    from zoetrope.film.walk import painter_identity, plan_scene, render_missing
+    from zoetrope.film.engines.walk import render_missing
+    from zoetrope.film.walk import painter_identity, plan_scene
     from zoetrope.settings.scene import SceneScript
     from zoetrope.stages.cluster import ModelSpec, open_pool
     from zoetrope.stages.device import pick_device

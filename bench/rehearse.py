@@ -99,7 +99,24 @@ seed: 26
 keyframes:
   - {{prompt: "a candle flickers in a dark room", hold: 1.0}}
 """,
+    "upscale": """schema_version: 1
+name: rehearse-upscale
+model: {painter}
+fps: 2
+width: {small}
+height: {small}
+steps: 1
+guidance: 0.0
+seed: 26
+upscale: {{scale: {scale}, model: {upscaler}, steps: 2}}
+keyframes:
+  - {{prompt: "a lighthouse on a cliff at dusk", hold: 1.0}}
+""",
 }
+SMALL = 128  # the upscale films' painted size: x2 makes 256 px, x4 512 px (the x4 model's training crops)
+# What each film must come out as: (frames, [width, height]) from its scene's fps, holds and transitions.
+PLANNED = {"walk.mp4": (6, [SIZE, SIZE]), "drift.mp4": (4, [SIZE, SIZE]), "ad.mp4": (4, [SIZE, SIZE]),
+           "ltx.mp4": (8, [SIZE, SIZE]), "up2.mp4": (2, [2 * SMALL] * 2), "up4.mp4": (2, [4 * SMALL] * 2)}
 
 # name: (presets to build, reduced?, commands). A command: (label, argv after run_loop.py, kind).
 SCENARIOS: dict[str, tuple[tuple[str, ...], bool, list[tuple[str, list[str], str]]]] = {
@@ -141,6 +158,21 @@ SCENARIOS: dict[str, tuple[tuple[str, ...], bool, list[tuple[str, list[str], str
         ("render ltx (reduced depth)", ["render", "{scene:ltx:-}", "--out", "{out}/ltx.mp4", "--cache-root",
                                         "{out}/films"], "render"),
     ]),
+    "upscale-x2": (("sd-turbo", "sd-x2-latent-upscaler"), False, [
+        ("render walk + upscale x2 (sd-x2-latent-upscaler)", ["render", "{scene:upscale:sd-turbo:2}", "--out",
+                                                               "{out}/up2.mp4", "--cache-root", "{out}/films"], "render"),
+    ]),
+    "upscale-x4": (("sd-turbo", "sd-x4-upscaler"), False, [
+        ("render walk + upscale x4 (sd-x4-upscaler)", ["render", "{scene:upscale:sd-turbo:4}", "--out",
+                                                        "{out}/up4.mp4", "--cache-root", "{out}/films"], "render"),
+    ]),
+    # Not the product: diffusers and transformers called directly on the same scratch cache, once in fp32 and once
+    # in bf16, because Zoetrope paints in fp32 on a CPU whatever it is asked (stages/device.py's pick_device).
+    "bf16-probe": (("sd-turbo", "blip-base"), False, [
+        (f"probe sd-turbo + blip-base, {dtype} (direct, not the product)",
+         ["--dtype-probe", dtype, "--scratch", "{scratch}", "--probe-out", f"{{out}}/probe-{dtype}.json"], "probe")
+        for dtype in ("float32", "bfloat16")
+    ]),
 }
 
 
@@ -173,9 +205,9 @@ def loop_step_seconds(chain: Path) -> list[float]:
     return [r["seconds"]["total"] for r in rows if r.get("kind") != "header" and "seconds" in r]
 
 
-def film_frames(mp4: Path) -> int:
+def film_frames(mp4: Path) -> tuple[int, list]:
     record = json.loads(mp4.with_suffix(".json").read_text())
-    return int(record.get("frames") or 0)
+    return int(record.get("frames") or 0), list(record.get("size") or [])
 
 
 # ------------------------------------------------------------------------------------------ scenarios
@@ -217,11 +249,13 @@ def expand(arg: str, scratch: Path) -> str:
         path.write_text(LOOP_YAML.format(size=SIZE))
         return str(path)
     if arg.startswith("{scene:"):
-        _, kind, painter = arg.strip("{}").split(":")
-        path = scratch / f"scene-{kind}.yaml"
-        path.write_text(SCENES[kind].format(size=SIZE, painter=painter))
+        _, kind, painter, *scale = arg.strip("{}").split(":")
+        upscaler = {"2": "sd-x2-latent-upscaler", "4": "sd-x4-upscaler"}.get(scale[0] if scale else "", "")
+        path = scratch / f"scene-{kind}{''.join(scale)}.yaml"
+        path.write_text(SCENES[kind].format(size=SIZE, small=SMALL, painter=painter, scale="".join(scale),
+                                            upscaler=upscaler))
         return str(path)
-    return arg.replace("{out}", str(out))
+    return arg.replace("{out}", str(out)).replace("{scratch}", str(scratch))
 
 
 def run_scenario(name: str, scratch: Path, built: set[str], log: Path, timeout: float) -> list[dict]:
@@ -237,13 +271,21 @@ def run_scenario(name: str, scratch: Path, built: set[str], log: Path, timeout: 
     (scratch / "out").mkdir(exist_ok=True)
     for label, argv, kind in commands:
         args = [expand(a, scratch) for a in argv]
-        r = run_measured([sys.executable, str(ROOT / "run_loop.py"), *args], hub_env(scratch), log, timeout)
-        r |= {"label": label, "kind": kind, "argv": "run_loop.py " + " ".join(argv)}
+        program = Path(__file__) if kind == "probe" else ROOT / "run_loop.py"
+        r = run_measured([sys.executable, str(program), *args], hub_env(scratch), log, timeout)
+        r |= {"label": label, "kind": kind, "argv": f"{program.relative_to(ROOT)} " + " ".join(argv)}
         try:
             if kind == "loop" and r["rc"] == 0:
                 r["per_unit"] = loop_step_seconds(Path(args[args.index("--out") + 1]))
             if kind == "render" and r["rc"] == 0:
-                r["frames"] = film_frames(Path(args[args.index("--out") + 1]))
+                mp4 = Path(args[args.index("--out") + 1])
+                r["frames"], size = film_frames(mp4)
+                planned = PLANNED.get(mp4.name)
+                if planned and (r["frames"], size) != planned:
+                    r["mismatch"] = f"{r['frames']} frames of {size}, planned {planned[0]} of {planned[1]}"
+            if kind == "probe" and r["rc"] == 0:
+                got = json.loads(Path(args[args.index("--probe-out") + 1]).read_text())["seconds"]
+                r["probe"] = {k: sum(v[1:]) / len(v[1:]) for k, v in got.items()}
         except (OSError, ValueError, KeyError) as exc:
             r["note"] = f"no figures: {exc}"
         results.append(r)
@@ -251,6 +293,10 @@ def run_scenario(name: str, scratch: Path, built: set[str], log: Path, timeout: 
 
 
 def figure(r: dict) -> str:
+    if r.get("mismatch"):
+        return f"**{r['mismatch']}**"
+    if r.get("probe"):
+        return f"paint {r['probe']['paint']:.1f} s + caption {r['probe']['caption']:.1f} s (model calls only)"
     if r.get("per_unit"):
         steps = r["per_unit"]
         return f"{sum(steps[1:]) / max(1, len(steps) - 1):.1f} s/step (caption + paint; step 1 {steps[0]:.1f} s)" \
@@ -286,8 +332,14 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per command")
     parser.add_argument("--build-one", help=argparse.SUPPRESS)
     parser.add_argument("--reduced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype-probe", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)
+    parser.add_argument("--probe-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.dtype_probe:
+        from rehearse_hub import dtype_probe
+
+        return dtype_probe(args.dtype_probe, args.probe_out, SIZE)
 
     if args.build_one:  # internal: one preset into the scratch cache, in its own (measured) process
         from rehearse_hub import vocab_note, write_repo
@@ -316,12 +368,13 @@ def main() -> int:
             for name in scenarios:
                 got = run_scenario(name, scratch, built, log, args.timeout)
                 for r in got:
+                    print(f"{name}: $ {r.get('argv') or 'bench/rehearse.py --build-one ' + r['label'].split()[1]}")
                     print(f"{name}: {r['label']}: exit {r['rc']}, {r['seconds']:.0f} s, peak RSS {r['peak_rss_gb']:.2f} GB"
                           f" {figure(r)}" + ("" if r["rc"] == 0 else f"\n  {' / '.join(r['tail'])}"), flush=True)
                 results += got
         lines = report(rows, results, NOT_YET)
         print("\n".join(lines))
-        failed = [r["label"] for r in results if r["rc"] != 0]
+        failed = [r["label"] for r in results if r["rc"] != 0 or r.get("mismatch")]
         if args.record:
             with open(BENCH / "RESULTS.md", "a", encoding="utf-8") as f:
                 f.write(f"\n## Rehearsal, {dt.date.today().isoformat()}: real-size architectures, random weights, "

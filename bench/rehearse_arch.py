@@ -62,6 +62,13 @@ BLIP_LARGE = file_size(1.88, "hf.co/Salesforce/blip-image-captioning-large model
 LTX_TRANSFORMER = Published(file_size(7.685, "", 4).low, file_size(7.695, "", 4).high,
                             "hf.co/Lightricks/LTX-Video transformer shards 4.94 GB + 2.75 GB", "stored")
 MOTION_V153 = file_size(1.67, "hf.co/guoyww/animatediff-motion-adapter-v1-5-3 diffusion_pytorch_model.safetensors 1.67 GB")
+X2 = "hf.co/stabilityai/sd-x2-latent-upscaler/tree/1f2883b"
+X2_UNET = file_size(1.49, f"{X2}/unet diffusion_pytorch_model.safetensors 1.49 GB")
+X2_VAE = file_size(0.335, f"{X2}/vae diffusion_pytorch_model.bin 335 MB")
+X4 = "hf.co/stabilityai/stable-diffusion-x4-upscaler/tree/91ecd52"
+X4_UNET = file_size(1.89, f"{X4}/unet diffusion_pytorch_model.safetensors 1.89 GB")
+X4_VAE = file_size(0.221, f"{X4}/vae diffusion_pytorch_model.safetensors 221 MB")
+X4_TEXT = file_size(1.36, f"{X4}/text_encoder model.safetensors 1.36 GB")
 
 # ------------------------------------------------------------------------------------------------ configs
 EULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
@@ -117,6 +124,39 @@ LTX_VAE_CFG = dict(in_channels=3, out_channels=3, latent_channels=128, block_out
 MOTION_CFG = dict(block_out_channels=[320, 640, 1280, 1280], motion_layers_per_block=2, motion_max_seq_length=32,
                   motion_mid_block_layers_per_block=1, motion_norm_num_groups=32, motion_num_attention_heads=8,
                   use_motion_mid_block=False, conv_in_channels=None)
+
+# sd-x2-latent-upscaler's unet/config.json at main ("correct config", 12f0a89; diffusers' K-upscaler conversion of
+# Katherine Crowson's laion_text_cond_latent_upscaler_2: channels 384-768, depth 4, 8 in = 4 noisy + 4 low-res
+# latents, 5 out = 4 + a variance channel, mapping_cond 896 = 128 noise-level + 768 pooled CLIP).
+X2_UNET_CFG = dict(act_fn="gelu", attention_head_dim=64, block_out_channels=[384, 384, 768, 768],
+                   center_input_sample=False, class_embed_type=None, conv_in_kernel=1, conv_out_kernel=1,
+                   cross_attention_dim=768, down_block_types=["KDownBlock2D"] + ["KCrossAttnDownBlock2D"] * 3,
+                   downsample_padding=1, dual_cross_attention=False, flip_sin_to_cos=True, freq_shift=0, in_channels=8,
+                   layers_per_block=4, mid_block_scale_factor=1, mid_block_type=None, norm_eps=1e-5,
+                   norm_num_groups=None, num_class_embeds=None, only_cross_attention=False, out_channels=5,
+                   resnet_time_scale_shift="scale_shift", sample_size=None, time_cond_proj_dim=896,
+                   time_embedding_type="fourier", timestep_post_act="gelu",
+                   up_block_types=["KCrossAttnUpBlock2D"] * 3 + ["KUpBlock2D"], upcast_attention=False,
+                   use_linear_projection=False)
+X2_SCHEDULER = dict(beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, num_train_timesteps=1000,
+                    interpolation_type="log_linear", prediction_type="original_sample", trained_betas=None)
+# stable-diffusion-x4-upscaler's unet/config.json, vae/config.json (after "Update vae/config.json (#9)", which
+# added scaling_factor) and its two scheduler configs, as published.
+X4_UNET_CFG = dict(act_fn="silu", attention_head_dim=8, block_out_channels=[256, 512, 512, 1024],
+                   center_input_sample=False, cross_attention_dim=1024,
+                   down_block_types=["DownBlock2D"] + ["CrossAttnDownBlock2D"] * 3, downsample_padding=1,
+                   dual_cross_attention=False, flip_sin_to_cos=True, freq_shift=0, in_channels=7, layers_per_block=2,
+                   mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, num_class_embeds=1000,
+                   only_cross_attention=[True, True, True, False], out_channels=4, sample_size=128,
+                   up_block_types=["CrossAttnUpBlock2D"] * 3 + ["UpBlock2D"], use_linear_projection=True)
+X4_VAE_CFG = dict(act_fn="silu", block_out_channels=[128, 256, 512], down_block_types=["DownEncoderBlock2D"] * 3,
+                  in_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=3,
+                  sample_size=256, up_block_types=["UpDecoderBlock2D"] * 3, scaling_factor=0.08333)
+X4_LOW_RES = dict(beta_end=0.02, beta_schedule="scaled_linear", beta_start=0.0001, clip_sample=True,
+                  num_train_timesteps=1000, prediction_type="epsilon", trained_betas=None, variance_type="fixed_small")
+X4_DDIM = dict(beta_end=0.02, beta_schedule="scaled_linear", beta_start=0.0001, clip_sample=False,
+               num_train_timesteps=1000, prediction_type="v_prediction", set_alpha_to_one=False, skip_prk_steps=True,
+               steps_offset=1, trained_betas=None)
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -270,14 +310,37 @@ def _repos() -> dict[str, Repo]:
         "animatediff-v1-5-3", PRESETS["animatediff-v1-5-3"].revision, "the preset's pinned commit", None, (
             Model("", "diffusers", "MotionAdapter", MOTION_CFG, MOTION_V153, DIFF, fp16=True),
         ), ("README.md",))
+    sched = ("scheduler_config.json",)
+    x2 = Repo(
+        "sd-x2-latent-upscaler", "1f2883b22f62cfb29323770ba9cfdcf601757bd3",
+        "a published commit (hf.co/stabilityai/sd-x2-latent-upscaler/tree/1f2883b, the safetensors merge)",
+        "StableDiffusionLatentUpscalePipeline", (
+            Model("unet", "diffusers", "UNet2DConditionModel", X2_UNET_CFG, X2_UNET, DIFF),
+            # vae/config.json (653 B) was not found verbatim: the card says the upscaler works in SD's latent space,
+            # and its 335 MB file is exactly the SD VAE's count; no scaling_factor (diffusers' default 0.18215).
+            Model("vae", "diffusers", "AutoencoderKL", dict(SD_VAE_CFG, sample_size=256), X2_VAE, DIFF),
+            Model("text_encoder", "transformers", "CLIPTextModel", CLIP_L, CLIP_L_TEXT, "model.safetensors"),
+            Aux("tokenizer", "clip_tokenizer", "CLIPTokenizer", {"pad": "<|endoftext|>"}, CLIP_TOKENIZER_FILES),
+            Aux("scheduler", "scheduler", "EulerDiscreteScheduler", X2_SCHEDULER, sched),
+        ), ("*/diffusion_pytorch_model.bin, text_encoder/pytorch_model.bin (the safetensors beside them are read)",
+            "README.md, astronaut_*.png"))
+    x4 = Repo(
+        "sd-x4-upscaler", "91ecd5236872fb9f0f40e9977b166b9d915b8440",
+        "a published commit (hf.co/stabilityai/stable-diffusion-x4-upscaler/tree/91ecd52, after vae/config.json #9)",
+        "StableDiffusionUpscalePipeline", (
+            Model("unet", "diffusers", "UNet2DConditionModel", X4_UNET_CFG, X4_UNET, DIFF),
+            Model("vae", "diffusers", "AutoencoderKL", X4_VAE_CFG, X4_VAE, DIFF),
+            Model("text_encoder", "transformers", "CLIPTextModel", CLIP_H23, X4_TEXT, "model.safetensors"),
+            Aux("tokenizer", "clip_tokenizer", "CLIPTokenizer", {"pad": "!"}, CLIP_TOKENIZER_FILES),
+            Aux("low_res_scheduler", "scheduler", "DDPMScheduler", X4_LOW_RES, sched),
+            Aux("scheduler", "scheduler", "DDIMScheduler", X4_DDIM, sched),
+        ), ("x4-upscaler-ema.ckpt / .safetensors (single-file checkpoints)", "*.bin beside the safetensors",
+            "unet/.ipynb_checkpoints/config-checkpoint.json", "README.md"), extra_index={"max_noise_level": 350})
     repos = [sd_turbo, blip["blip-base"], blip["blip-large"], taesd["taesd"], sd15, motion, sdxl_turbo,
-             taesd["taesdxl"], ltx]
+             taesd["taesdxl"], ltx, x2, x4]
     return {r.preset: r for r in repos}
 
 
 REPOS = _repos()
-# Presets without a rehearsal yet: what they would need.
-NOT_YET = {
-    "sd-x2-latent-upscaler": "its K-diffusion UNet config (KDownBlock2D...) is not transcribed yet",
-    "sd-x4-upscaler": "its UNet/VAE configs and two schedulers are not transcribed yet",
-}
+# Presets without a rehearsal yet: what they would need (none: every preset is in REPOS).
+NOT_YET: dict[str, str] = {p: "no published architecture transcribed" for p in PRESETS if p not in REPOS}

@@ -122,22 +122,25 @@ def clip_vocab() -> tuple[dict[str, int], list[tuple[str, str]]]:
                     merges.append((merged, s))
                     seen.add(merged + s)
                 merged += s
-        letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-        for a in letters:
-            for b in letters:
-                for c in letters:
-                    if len(merges) >= 49152 - 512 - 1:
-                        break
-                    if a + b + c + "</w>" not in seen and a + b not in seen:
-                        merges.append((a, b))
-                        seen.add(a + b)
-                    if len(merges) < 49152 - 512 - 1 and a + b + c + "</w>" not in seen:
-                        merges.append((a + b, c + "</w>"))
-                        seen.add(a + b + c + "</w>")
+        letters, target = [chr(c) for c in range(ord("a"), ord("z") + 1)], 49408 - len(base) - 2
+        for merge in _filler_merges(letters):  # ab, abc</w>, abc, abcd</w>: each part already a token
+            if len(merges) >= target:
+                break
+            if "".join(merge) not in seen and merge[0] in seen and merge[1] in seen:
+                merges.append(merge)
+                seen.add("".join(merge))
         vocab_note["clip"] = "synthetic merges (no CLIP BPE file found: set ZOETROPE_CLIP_BPE)"
     vocab = base + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     assert len(vocab) == 49408, len(vocab)
     return {t: i for i, t in enumerate(vocab)}, merges
+
+
+def _filler_merges(letters: list[str]):
+    pairs = [a + b for a in letters for b in letters]
+    yield from ((ab[0], ab[1]) for ab in pairs)
+    yield from ((ab, c + "</w>") for ab in pairs for c in letters)
+    yield from ((ab, c) for ab in pairs for c in letters)
+    yield from ((ab + c, d + "</w>") for ab in pairs for c in letters for d in letters)
 
 
 def save_clip_tokenizer(aux: Aux, folder: Path) -> None:
@@ -359,3 +362,36 @@ def write_repo(repo: Repo, cache: Path, seed: int = 0, reduced: bool = False) ->
     if not result["missing"]:
         done.write_text(json.dumps(result))  # beside the snapshot's files: the loaders never look at it
     return result
+
+
+# --------------------------------------------------------------------------------------------- dtypes
+def dtype_probe(dtype_name: str, out: Path, size: int) -> int:
+    """Internal (`--dtype-probe`): one 1-step `size` px sd-turbo paint and one 3-beam blip-base caption, loaded by
+    repo id from the (offline) scratch cache in `dtype`, each timed after a warm-up; the seconds to `out`."""
+    import time
+
+    from diffusers import AutoPipelineForText2Image
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    from zoetrope.stages.presets import PRESETS
+
+    dtype = getattr(torch, dtype_name)
+    pipe = AutoPipelineForText2Image.from_pretrained(PRESETS["sd-turbo"].repo_id, dtype=dtype, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    blip_id = PRESETS["blip-base"].repo_id
+    proc = BlipProcessor.from_pretrained(blip_id, local_files_only=True)
+    blip = BlipForConditionalGeneration.from_pretrained(blip_id, dtype=dtype, local_files_only=True).eval()
+    seconds: dict[str, list[float]] = {"paint": [], "caption": []}
+    with torch.inference_mode():
+        for _ in range(3):  # the first is a warm-up (allocator, kernels)
+            start = time.perf_counter()
+            image = pipe("an empty gallery", num_inference_steps=1, guidance_scale=0.0, width=size, height=size,
+                         generator=torch.Generator().manual_seed(26)).images[0]
+            seconds["paint"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            inputs = proc(images=image, return_tensors="pt").to(dtype=dtype)
+            blip.generate(**inputs, num_beams=3, min_length=5, max_length=20)
+            seconds["caption"].append(time.perf_counter() - start)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"dtype": dtype_name, "seconds": seconds}))
+    return 0

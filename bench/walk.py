@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def timed_walk(painter, script, identity, rows: int, batch_size: int) -> tuple[float, int]:
-    from zoetrope.film.walk import plan_scene, render_missing
+    from zoetrope.film.engines.walk import render_missing
+    from zoetrope.film.walk import plan_scene
 
     plan = plan_scene("bench", script, identity, rows=rows)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+import zoetrope.film.engines  # noqa: E402,F401  the engines register the specs the scene schema reads
+
 
 @pytest.fixture(scope="session")
 def cpu():

@@ -208,3 +208,33 @@ def test_check_imports_no_model_library():
 
     # Its speed follows from importing no model library (asserted above); a wall-clock bound belongs in bench/,
     # not here: this machine is shared, and a stalled run would fail a correct `check`.
+
+
+# ------------------------------------------------------------------ every input kind render and loop read
+
+
+def test_a_screenplay_and_its_front_file_are_read_as_render_reads_them(capsys):
+    keeper = ROOT / "scenes" / "the-keeper.fountain"
+    code, out, err = _check(capsys, keeper, keeper.with_name(keeper.name + ".yml"))
+    assert (code, err) == (0, []) and out == [f"ok {keeper} (screenplay)",
+                                              f"ok {keeper}.yml (screenplay front file)"]
+
+
+def test_a_chain_folder_is_read_as_resume_reads_it_and_any_other_folder_is_refused(capsys, tmp_path):
+    from tests.gallery_helpers import make_chain
+
+    chain = make_chain(tmp_path / "chain", ["a lighthouse at night"])
+    code, out, err = _check(capsys, chain, tmp_path)
+    assert code == 2 and out == [f"ok {chain} (chain folder, 1 steps)"]
+    assert err == [f"error: {tmp_path}: a folder, not a loop config, scene script, film file or screenplay"]
+
+
+def test_a_missing_extra_is_found_before_any_model_loads(capsys, monkeypatch):
+    from zoetrope.settings import check
+
+    monkeypatch.setattr(check, "_installed", lambda module: module != "skimage")
+    scene = ROOT / "scenes" / "kubla-khan.yaml"  # color_coherence: match_first
+    code, out, err = _check(capsys, scene)
+    assert code == 2 and out == [] and err == [
+        f"error: {scene}: color_coherence: match_first needs scikit-image; install it with "
+        ".venv/bin/pip install -e '.[motion]'"]

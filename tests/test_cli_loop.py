@@ -157,6 +157,9 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, yaml_text, args,
 def test_resume_refuses_other_settings_and_missing_folders(tmp_path, capsys):
     assert main(["loop", "--resume", str(tmp_path / "nope")]) == 2
     assert "no such chain folder" in capsys.readouterr().err
+    assert main(["loop", "--resume", str(tmp_path), "--seed", "3"]) == 2  # not a chain: that is said first
+    assert "not a chain (no chain.jsonl" in capsys.readouterr().err
+    (tmp_path / "chain.jsonl").write_text("{}\n")  # the options are refused before the log is read
     assert main(["loop", "--resume", str(tmp_path), "--seed", "3"]) == 2
     assert "only --steps, --device" in capsys.readouterr().err
 

@@ -21,7 +21,8 @@ from tests import test_replay as shared
 from tests.test_walk import script
 from zoetrope.base.errors import UserError
 from zoetrope.cli.main import main
-from zoetrope.film.walk import needed_jobs, painter_identity, plan_scene, render_missing
+from zoetrope.film.engines.walk import render_missing
+from zoetrope.film.walk import needed_jobs, painter_identity, plan_scene
 from zoetrope.loop.chainlog import read_chain
 
 chain6, copy6 = shared.chain6, shared.copy6  # the session's 6-step tiny chain, and a fresh copy per test

@@ -1,4 +1,4 @@
-"""The engine seam (film/engines.py, film/layout.py) on a fake clip painter: chunking, the frame rule,
+"""The engine seam (film/engines/clips.py, film/layout.py) on a fake clip painter: chunking, the frame rule,
 conditioning, keys that change exactly where an edit reaches, whole-chunk writes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from zoetrope.film import engines
+from zoetrope.film.engines import clips as engines
 from zoetrope.film.layout import FilmModels, lay_out
 from zoetrope.settings.scene import Film, SceneScript
 
@@ -111,9 +111,11 @@ def test_render_writes_whole_chunks_and_a_rerun_renders_none(tmp_path):
     film = layout(script(), tmp_path, clips)
     scene = film.scenes[0]
     stats = engines.render_chunks(clips, scene.chunks, scene.cache, scene.script, 64, 64)
-    assert stats.rendered == len(scene.chunks) and all(p.is_file() for p in scene.segments[0].paths)
+    frames = sum(c.frames for c in scene.chunks)  # counts are film frames, every engine alike
+    assert (stats.rendered, stats.calls) == (frames, len(scene.chunks))
+    assert all(p.is_file() for p in scene.segments[0].paths)
     again = engines.render_chunks(clips, scene.chunks, scene.cache, scene.script, 64, 64)
-    assert (again.rendered, again.cached) == (0, len(scene.chunks))
+    assert (again.rendered, again.cached, again.calls) == (0, frames, 0)
     assert len(clips.calls) == len(scene.chunks)
     # each conditioned call got the frames it was keyed on
     second = clips.calls[1]

@@ -124,7 +124,7 @@ def test_bad_gain_and_guidance_schedules_are_one_line(tmp_path):
 def test_a_guidance_schedule_reaches_each_drift_frame_and_its_key(tmp_path):
     from types import SimpleNamespace
 
-    from zoetrope.film.engines import plan_segment
+    from zoetrope.film.engines.clips import plan_segment
     from zoetrope.settings.scene import SceneScript
 
     def chunks(guidance):
@@ -132,7 +132,7 @@ def test_a_guidance_schedule_reaches_each_drift_frame_and_its_key(tmp_path):
                                              "motion": {"strength": 0.6, **guidance},
                                              "keyframes": [{"prompt": "a lantern", "hold": 2.0}]})
         clips = SimpleNamespace(takes_conditions=True, max_frames=9, call_frames=lambda n: n)
-        return plan_segment(script, 0, "drift", clips, {"d": 1}, 64, 64, tmp_path, None, None)
+        return plan_segment(script, 0, "drift", clips, {"d": 1}, 64, 64, tmp_path, None, None, drifts=True)
 
     ramp, plain = chunks({"guidance": {0: 1.0, 16: 5.0}}), chunks({})
     assert "guidance" not in plain[1].motion and ramp[1].motion["guidance"][1] > 1.0
@@ -141,7 +141,8 @@ def test_a_guidance_schedule_reaches_each_drift_frame_and_its_key(tmp_path):
 
 
 def test_a_walk_guidance_schedule_paints_each_row_at_its_own_guidance(tmp_path, tiny_painter):
-    from zoetrope.film.walk import needed_jobs, painter_identity, plan_scene, render_missing
+    from zoetrope.film.engines.walk import render_missing
+    from zoetrope.film.walk import needed_jobs, painter_identity, plan_scene
     from zoetrope.settings.scene import SceneScript
 
     def script(guidance):
@@ -172,5 +173,5 @@ def test_a_guidance_schedule_is_refused_where_a_call_takes_one_number(tmp_path):
 
     (tmp_path / "s.yaml").write_text("engine: ltx\nwidth: 64\nheight: 64\nguidance: {0: 1.0, 1s: 3.0}\n"
                                      "keyframes:\n  - prompt: a boat\n    hold: 2.0\n")
-    with pytest.raises(UserError, match=r"s.yaml:4: guidance: a guidance schedule needs walk or drift"):
+    with pytest.raises(UserError, match=r"s.yaml:4: guidance: a guidance schedule needs drift or walk segments"):
         load_film(tmp_path / "s.yaml")

@@ -162,3 +162,36 @@ def test_an_unwritable_report_path_fails_before_any_model_loads(copy6, tmp_path,
     code, _, err = run_cli(capsys, "inspect", copy6, "--out", blocker / "r.html")
     assert code == 2 and err.strip() == f"error: {blocker / 'r.html'}: cannot write here ({blocker} is a file, " \
                                         "not a folder)"
+
+
+def test_settings_are_a_table_of_the_current_ones_and_the_legend_sits_above_the_plot(copy6, tmp_path):
+    out = tmp_path / "r.html"
+    write_report(read_chain(copy6), out, text_model="words", image_similarity="pixels")
+    html = out.read_text()
+    assert "<pre>" not in html and '"schema_version": 1' not in html  # no raw JSON dump of the config
+    assert re.search(r'<table id="settings-table">.*<tr><th>paint\.width</th><td>64</td></tr>', html)
+    assert '<p id="changes">no setting changed between runs</p>' in html
+    top = float(re.search(r'<rect x="\d+" y="([\d.]+)"', html)[1])
+    assert all(float(y) < top for y in re.findall(r'<g class="legend"><line [^>]*y1="([\d.]+)"', html))
+
+
+def test_a_resumed_chain_shows_its_steps_logged_not_the_first_runs_stop(copy6, tmp_path):
+    import json
+
+    log = copy6 / "chain.jsonl"
+    lines = log.read_text().splitlines()
+    header = json.loads(lines[0])
+    header["config"]["steps"] = 4  # the first run stopped at 4; a resume went on to 6
+    log.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    out = tmp_path / "r.html"
+    write_report(read_chain(copy6), out, text_model="words", image_similarity="pixels")
+    assert "<tr><th>steps</th><td>6 logged (the first run: stop at 4)</td></tr>" in out.read_text()
+
+
+def test_a_note_never_prints_the_cache_path(monkeypatch):
+    from huggingface_hub import constants
+
+    from zoetrope.curate.report import plain_note
+
+    note = plain_note(f"cannot load x: it is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and offline")
+    assert note == "cannot load x: it is not in the Hugging Face cache and offline"

@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from zoetrope.film.walk import needed_jobs, painter_identity, plan_scene, render_missing
+from zoetrope.film.engines.walk import render_missing
+from zoetrope.film.walk import needed_jobs, painter_identity, plan_scene
 from zoetrope.settings.scene import SceneScript
 from zoetrope.stages.lanes import cpu_lanes, in_order, intra_op_threads
 
@@ -141,6 +142,9 @@ def test_a_plan_without_a_thread_count_paints_one_call_at_a_time(tiny_painter, t
 def test_only_painters_whose_calls_may_overlap_get_lanes(tiny_painter, threads):
     class Pipeline:  # a painter without the lean path's per-call scheduler
         plan = tiny_painter.plan
+
+        def concurrent(self, params) -> bool:
+            return False
 
     threads(2)
     assert cpu_lanes(Pipeline(), _params_of(64)) == 1

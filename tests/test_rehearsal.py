@@ -48,6 +48,30 @@ def test_every_published_count_is_met_by_the_built_architecture():
     assert {r["preset"] for r in rows} >= {"sd-turbo", "sdxl-turbo", "sd15", "blip-base", "blip-large", "ltx-video"}
 
 
+def test_every_preset_has_a_published_architecture():
+    from rehearse_arch import NOT_YET
+
+    from zoetrope.stages.presets import PRESETS
+
+    assert NOT_YET == {} and set(REPOS) == set(PRESETS)
+    x4 = {a.folder: a.cls for a in REPOS["sd-x4-upscaler"].parts if isinstance(a, Aux)}
+    assert x4["low_res_scheduler"] == "DDPMScheduler" and x4["scheduler"] == "DDIMScheduler"
+
+
+def test_the_tokenizers_have_the_real_vocabulary_sizes(tmp_path):
+    """CLIP's 49,408 tokens (synthetic merges where no BPE file is found) and T5's 32,100, read back by the same
+    transformers classes the pipelines use (T5's spiece.model needs sentencepiece and protobuf)."""
+    from rehearse_hub import clip_vocab, save_t5_tokenizer
+    from transformers import AutoTokenizer
+
+    vocab, merges = clip_vocab()
+    assert len(vocab) == 49408 and len(merges) == 48894 and vocab["<|endoftext|>"] == 49407
+    t5 = next(a for a in REPOS["ltx-video"].parts if isinstance(a, Aux) and a.kind == "t5_tokenizer")
+    save_t5_tokenizer(t5, tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(tok) == 32100 and tok("a candle").input_ids[-1] == 1  # </s>
+
+
 def tiny_repo() -> Repo:
     tiny_vae = Model("vae", "diffusers", "AutoencoderKL",
                      dict(block_out_channels=[8, 8], layers_per_block=1, norm_num_groups=4, latent_channels=4,
@@ -108,7 +132,8 @@ def rehearse(*scenarios: str, tmp: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.rehearsal
 @pytest.mark.parametrize("scenarios", [("loop-base", "loop-large"), ("loop-base", "render-walk", "render-drift"),
-                                       ("loop-base", "taesd"), ("sd15", "animatediff"), ("sdxl-turbo",), ("ltx",)])
+                                       ("loop-base", "taesd"), ("sd15", "animatediff"), ("sdxl-turbo",), ("ltx",),
+                                       ("upscale-x2",), ("upscale-x4",), ("bf16-probe",)])
 def test_the_real_commands_run_on_real_size_architectures(scenarios, tmp_path):
     result = rehearse(*scenarios, tmp=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -229,7 +229,9 @@ def test_frames_another_render_saves_meanwhile_are_not_painted_again(tiny_painte
         return real(self, batch)
 
     monkeypatch.setattr(walk.Walker, "paint", paint_and_meanwhile)
-    stats = walk.render_missing(tiny_painter, plan, cache)
+    from zoetrope.film.engines.walk import render_missing
+
+    stats = render_missing(tiny_painter, plan, cache)
     assert (stats.cached, stats.rendered) == (3, UNIQUE - 3)
     assert not {j.key for j in jobs[6:9]} & set(painted) and len(painted) == UNIQUE - 3
 

@@ -39,7 +39,7 @@ def get(server, path: str, timeout: float = 5.0):
 
 @pytest.mark.e2e
 def test_status_reports_the_chain_and_the_loop(chain):
-    state = LoopState(str(chain))
+    state = LoopState(str(chain), started=time.time() - 60)  # the loop that wrote both steps, a minute ago
     state.error("step 3: RuntimeError: boom")
     state.pause("disk_full", "write failed")
     server = start(chain, loop_state=state.as_dict)
@@ -58,6 +58,48 @@ def test_status_reports_the_chain_and_the_loop(chain):
     assert report["writer_pid"] == os.getpid() and report["writer_running"]
     assert report["healthy"] and report["unhealthy_reason"] is None
     assert report["energy"] == {"total_j": 5.0, "total_kwh": round(5.0 / 3.6e6, 6), "steps_measured": 2, "steps": 2}
+
+
+def test_a_stopped_chain_has_no_rate_and_unmeasured_energy_is_unknown(tmp_path):
+    """Two steps 0.3 s apart and no loop running: the rate is unknown, not 12000 an hour; energy never
+    measured is unknown, not 0.0 J."""
+    from zoetrope.gallery.serve import ChainWatcher, status_report
+    from zoetrope.settings.loop import DisplaySettings
+
+    folder = make_chain(tmp_path / "chain", ["a lighthouse at night", "a garden of glass"])
+    watcher = ChainWatcher(folder)
+    watcher.poll()
+    now = time.time()
+    watcher.step_times.extend([now - 10.3, now - 10.0])
+    stopped = status_report(watcher, DisplaySettings(), now, None, 200, now)
+    assert stopped["steps_last_hour"] >= 2 and stopped["steps_per_hour"] is None and not stopped["loop_running"]
+    assert stopped["energy"] == {"total_j": None, "total_kwh": None, "steps_measured": 0, "steps": 2}
+    running = LoopState(str(folder), started=now - 11).as_dict(now)
+    assert status_report(watcher, DisplaySettings(), now, running, 200, now)["steps_per_hour"] > 0
+
+
+def test_a_taken_port_is_one_line_before_anything_is_announced(tmp_path):
+    from zoetrope.base.errors import UserError
+    from zoetrope.gallery.serve import bind_display
+
+    held = bind_display("127.0.0.1", 0)
+    try:
+        with pytest.raises(UserError, match=r"^--port \d+: 127.0.0.1:\d+ is already in use"):
+            bind_display("127.0.0.1", held.getsockname()[1])
+    finally:
+        held.close()
+
+
+@pytest.mark.e2e
+def test_a_server_on_a_socket_bound_beforehand_serves_it(chain):
+    from zoetrope.gallery.serve import bind_display
+
+    sock = bind_display("127.0.0.1", 0)  # `loop --display`: bound before the models load
+    server = ServerThread(create_app(chain), sock=sock).start()
+    try:
+        assert server.port == sock.getsockname()[1] and get(server, "/status")[0] == 200
+    finally:
+        server.stop()
 
 
 @pytest.mark.e2e

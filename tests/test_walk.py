@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zoetrope.film.walk import ROWS, Walker, needed_jobs, painter_identity, plan_scene, render_missing
+from zoetrope.film.engines.walk import render_missing
+from zoetrope.film.walk import ROWS, Walker, needed_jobs, painter_identity, plan_scene
 from zoetrope.settings.scene import SceneScript
 
 IDENTITY = {"model": "test", "device": "cpu", "dtype": "float32"}
@@ -77,7 +78,7 @@ def test_cache_resume_and_byte_identical_batching(tiny_painter, tmp_path):
     assert first.calls == -(-n // ROWS)
     again = render_missing(tiny_painter, plan, tmp_path / "a", batch_size=ROWS)
     assert (again.cached, again.rendered, again.calls) == (n, 0, 0)
-    assert again.summary().startswith(f"{n} cached, 0 rendered")
+    assert again.summary().startswith(f"{n} frames cached, 0 rendered")
 
     # an interrupted render: some frames missing, a stray temp file left behind
     frames_a = files(tmp_path / "a")

@@ -153,6 +153,19 @@ def check_writable(path: Path, folder: bool = False) -> None:
     probe.unlink(missing_ok=True)
 
 
+def check_outputs(out: Path, *sidecars: Path) -> None:
+    """The one output check every command that writes a file makes before it reads a frame or loads a model:
+    `out` must be writable (check_writable), and each sidecar (the .srt beside a film) must not be a folder and
+    be writable too. One UserError line naming the path at fault; nothing is left behind."""
+    out = Path(out)
+    check_writable(out)
+    for sidecar in map(Path, sidecars):
+        if sidecar.is_dir():
+            raise UserError(f"{sidecar}: cannot write here (it is a folder; {out.name}'s sidecar goes there)")
+        if sidecar.parent != out.parent:
+            check_writable(sidecar)
+
+
 _TEMP_FORMS = (re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{16}\.tmp$"),
                re.compile(r"^\.(?P<stem>.+)\.partial-(?P<pid>\d+)-[0-9a-f]{16}(?P<suffix>\.\w+)?$"))
 

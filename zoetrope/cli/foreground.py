@@ -1,9 +1,9 @@
 """Running a chain in the foreground of a terminal or a systemd unit: signals, progress lines, exit code 3.
 
-Used by `loop` (cli/main.py) and `replay fork` (cli/replay.py); it lives apart from cli/main.py so that a
-subcommand module can use it without importing the module that imports it. The core (loop.run.drive) takes
-a StopFlag and raises StepFailed; turning signals into that flag and StepFailed into an exit status is the
-command line's business, and happens only here.
+Used by `loop` (cli/main.py, which hands `stop_on_signals` to loop/session.py's run_loop) and `replay fork`
+(cli/replay.py); it lives apart from cli/main.py so that a subcommand module can use it without importing the
+module that imports it. The core (loop.run.drive) takes a StopFlag and raises StepFailed; turning signals into
+that flag and StepFailed into an exit status is the command line's business.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ EXIT_STEP_FAILED = 3  # distinct from a user error (2): systemd's Restart=always
 
 
 def progress_line(record: dict) -> str:
-    """One line per committed step: number, seconds, caption (or the start prompt) and what happened."""
-    caption = record["caption"] if record["caption"] is not None else f"(start prompt) {record['prompt']}"
-    flags = "".join(f" [{e['kind']}]" for e in record["events"])
-    return f"step {record['step']:>6}  {record['seconds']['total']:7.2f}s  {caption}{flags}"
+    """One line per committed step (loop/run.py's step_line, which `loop` prints through loop/session.py)."""
+    from zoetrope.loop.run import step_line
+
+    return step_line(record)
 
 
 def stop_on_signals():

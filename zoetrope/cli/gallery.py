@@ -69,32 +69,50 @@ def display_settings_for(folder: Path | None, config_path: Path | None):
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
-    from zoetrope.gallery.serve import create_app
+    """Check the chain and the config, bind the port (a taken one is one line, exit 2), and only then say
+    where the display is and serve it."""
+    from zoetrope.gallery.serve import bind_display, create_app, serve_forever
     from zoetrope.loop.chainlog import LOG_NAME
 
     if args.chain is not None and not (args.chain / LOG_NAME).is_file():
-        raise UserError(f"{args.chain}: not a chain folder (no chain.jsonl)")
+        what = "a file, not a chain folder" if args.chain.is_file() else "not a chain folder (no chain.jsonl)"
+        raise UserError(f"{args.chain}: {what}")
     if args.latest is not None and not args.latest.is_dir():
-        raise UserError(f"--latest {args.latest}: no such folder")
+        raise UserError(f"--latest {args.latest}: " + ("a file, not a folder" if args.latest.is_file()
+                                                          else "no such folder"))
     config = display_settings_for(args.chain, args.config)
-    warn_if_open(args.host)
     app = create_app(args.chain, latest_root=args.latest, config=config)
-    print(f"display on http://{args.host}:{args.port}/ (status: /status, health: /healthz)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=2)
+    sock = bind_display(args.host, args.port)
+    try:
+        warn_if_open(args.host)
+        print(f"display on http://{args.host}:{sock.getsockname()[1]}/ (status: /status, health: /healthz)",
+              flush=True)
+        serve_forever(app, sock)
+    finally:
+        sock.close()
     return 0
 
 
-def start_display(folder: Path, config, host: str, port: int, state=None):
-    """`loop --display`: the kiosk server in a background thread of the loop process."""
+def start_display(folder: Path, config, sock, state=None):
+    """`loop --display`: the kiosk server in a background thread of the loop process, on the socket that
+    `loop_display()`'s bind took before the models loaded (so a taken port never costs a load or a header)."""
     from zoetrope.gallery.serve import ServerThread, create_app
 
+    host, port = sock.getsockname()[:2]
     warn_if_open(host)
     app = create_app(folder, config=config, loop_state=(lambda: state.as_dict()) if state is not None else None)
-    server = ServerThread(app, host, port).start()
-    print(f"display on http://{host}:{server.port}/", flush=True)
+    server = ServerThread(app, sock=sock).start()
+    print(f"display on http://{host}:{port}/", flush=True)
     return server
+
+
+def loop_display():
+    """The display as `loop --display` runs it (zoetrope/loop/session.py's DisplayHooks): the loop room cannot
+    import the gallery's server, so the command line hands it over."""
+    from zoetrope.gallery.serve import bind_display
+    from zoetrope.loop.session import DisplayHooks
+
+    return DisplayHooks(bind=bind_display, start=start_display)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
@@ -108,6 +126,11 @@ def cmd_install_service(args: argparse.Namespace) -> int:
             print(f"# ---- {name}\n{text}")
         print("# write them with --write; then see docs/gallery.md (systemctl --user enable ...)")
         return 0
+    from zoetrope.base.files import check_writable
+
+    for folder in (args.dir, args.autostart_dir):  # both folders checked before either is written
+        if folder is not None:
+            check_writable(Path(folder).expanduser(), folder=True)
     for path in write_units(files, args.dir, args.autostart_dir):
         print(f"wrote {path}")
     print("next: systemctl --user daemon-reload && systemctl --user enable --now zoetrope-loop zoetrope-display "

@@ -24,9 +24,11 @@ def register(sub) -> None:
 
 
 def cmd_join(args: argparse.Namespace) -> int:
+    from zoetrope.cli.progress import FrameCounter
     from zoetrope.film.join import join_films
 
-    joined = join_films(args.films, args.out, args.crossfade, args.audio, args.audio_volume)
+    with FrameCounter("join") as on_frame:
+        joined = join_films(args.films, args.out, args.crossfade, args.audio, args.audio_volume, on_frame=on_frame)
     fade = f", crossfades of {joined.crossfade_frames} frames" if len(args.films) > 1 and joined.crossfade_frames else ""
     sound = ", with sound" if joined.audio else ""
     print(f"{joined.path}: {len(args.films)} films, {joined.frames} frames ({joined.seconds:.2f} s at "

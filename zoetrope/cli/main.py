@@ -1,9 +1,11 @@
 """Command line: `python run_loop.py {loop,models,replay,inspect,serve,install-service,render,check,scene,join}`.
 
 `loop` and `models` are here; every other subcommand module exposes `register(subparsers)`, which adds its
-parser and sets `func`. A user's mistake (UserError) is printed as one line and exits 2; there is no
-traceback for it. A loop step that keeps failing exits 3 (cli/foreground.py). Module-level imports stay
-torch-free, so `check` and `serve` start without loading a model library.
+parser and sets `func`. `loop` turns argv into a LoopRequest and hands it to zoetrope/loop/session.py's
+`run_loop` (which checks, locks, loads and runs), and its result into lines and an exit code. A user's mistake
+(UserError) is printed as one line (a config's several mistakes as one line each) and exits 2; there is no
+traceback for it. A loop step that keeps failing exits 3. Module-level imports stay torch-free, so `check`
+and `serve` start without loading a model library.
 """
 
 from __future__ import annotations
@@ -61,185 +63,36 @@ def register_loop(sub) -> None:
     p.set_defaults(func=cmd_loop)
 
 
-def loop_config_from_args(args: argparse.Namespace):
-    """The loop config the command line asks for: the YAML (default loops/counterfeits.yaml when present)
-    with the start, seed, steps, --models and speed options applied, validated as a whole."""
-    from pydantic import ValidationError
+def loop_request(args: argparse.Namespace):
+    """The LoopRequest (zoetrope/loop/session.py) for `loop`'s argv; nothing is checked, read or loaded here."""
+    from zoetrope.loop.session import LoopRequest
 
-    from zoetrope.settings.loop import LoopConfig, load_loop_config
-    from zoetrope.settings.parsing import first_error
-
-    path = args.config
-    if path is None and Path("loops/counterfeits.yaml").is_file():
-        path = Path("loops/counterfeits.yaml")
-    config = load_loop_config(path)
-    base = path.parent if path else Path.cwd()
-    data = config.model_dump()
-    if config.start.image is not None:
-        data["start"]["image"] = str((base / config.start.image).resolve())
-    if args.start_image is not None:
-        data["start"] = {"image": str(args.start_image.resolve()), "prompt": None}
-    if args.start_prompt is not None:
-        data["start"] = {"image": None, "prompt": args.start_prompt}
-    if args.seed is not None:
-        data["seed"] = args.seed
-    if args.steps is not None:
-        data["steps"] = args.steps
-    data["models"] |= parse_models(args.models)
-    if args.models == "tiny" and data["display"].get("upscale"):  # every role's test model: the kiosk's too
-        data["display"]["upscale"]["model"] = "tiny"
-    data["speed"] |= speed_overrides(args)
-    try:
-        return LoopConfig.model_validate(data)
-    except ValidationError as exc:  # an override out of range: name it
-        raise UserError(f"command line: {first_error(exc)}") from None
+    return LoopRequest(config=args.config, steps=args.steps, out=args.out, resume=args.resume, seed=args.seed,
+                       chains=args.chains, chains_exact=args.chains_exact, start_image=args.start_image,
+                       start_prompt=args.start_prompt, models=args.models, device=args.device,
+                       speed=speed_overrides(args), ray=args.ray, display=args.display, host=args.host,
+                       port=args.port, service=args.service)
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
-    """A new chain, a resumed one (--resume DIR), or under --service whichever a restart calls for."""
-    if args.resume is not None:
-        if args.service:
-            raise UserError("--service resumes its --out DIR by itself; give --out DIR instead of --resume")
-        return resume_loop(args, args.resume, given=True)
-    config = loop_config_from_args(args)
-    if args.service:
-        from zoetrope.gallery.service import service_start
+    """A new chain, a resumed one (--resume DIR), or under --service whichever a restart calls for: the run is
+    loop/session.py's `run_loop`; here its lines are printed and its outcome made an exit code (a step that
+    keeps failing: EXIT_STEP_FAILED, for the supervisor to restart the loop)."""
+    from zoetrope.loop.runner import StepFailed
+    from zoetrope.loop.session import run_loop
 
-        start = service_start(args.out, config.service.on_restart)
-        if start.resume:
-            return resume_loop(args, start.folder, given=False)
-        return new_loop(args, config, start.folder)
-    return new_loop(args, config, args.out)
-
-
-def resume_loop(args: argparse.Namespace, folder: Path, given: bool) -> int:
-    """Continue the chain in `folder` with its logged settings. `given`: the user typed --resume, so options
-    that would change the pictures are refused (a service restart ignores the unit's start options)."""
-    from zoetrope.loop.chainlog import lock_chain
-
-    typed = (args.config, args.out, args.seed, args.start_image, args.start_prompt, args.models) if given else ()
-    if any(v is not None for v in (*typed, args.vae, args.ray, args.chains_exact)) or args.chains != 1:
-        raise UserError("--resume continues a chain with its logged settings; only --steps, --device and the speed "
-                        "options that keep the pictures the same may be given (to change settings: replay fork)")
-    # One writer per chain: the lock is taken before the log is read or a model loads, so a second writer
-    # stops here at once (ChainBusy, exit 2), and held until this process is done with the chain.
-    with lock_chain(folder):
-        return _resume_locked(args, folder)
-
-
-def _resume_locked(args: argparse.Namespace, folder: Path) -> int:
-    from zoetrope.loop.chainlog import read_chain
-    from zoetrope.loop.run import gallery_extras, open_models, reopen_run
-    from zoetrope.settings.loop import LoopConfig
-
-    logged = read_chain(folder)
-    config = LoopConfig.model_validate(logged.header["config"])
-    config = config.model_copy(update={
-        "steps": args.steps if args.steps is not None else config.steps,
-        "speed": config.speed.model_copy(update=speed_overrides(args)),
-    })
-    if config.steps is not None and logged.last_step >= config.steps:
-        print(f"{folder}: already at step {logged.last_step} of {config.steps}; nothing to do")
-        return 0
-    models = logged.header["models"]
-    painter, captioner, plan = open_models(
-        models["painter"]["id"], models["captioner"]["id"],
-        (models["painter"]["revision"], models["captioner"]["revision"]), args.device, config.speed, config.loras,
-    )
-    from zoetrope.stages.lora import lora_mismatches, loras_of
-
-    if changed := lora_mismatches(models["painter"].get("loras") or [], loras_of(painter)):
-        raise UserError(f"{folder}: {changed[0]}; a chain resumes with the LoRA files it was logged with")
-    extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
-    writer, point = reopen_run(logged, config, painter)
-    print(f"resuming {folder} at step {point.next_step}", flush=True)
-    return run_with_display(args, folder, config, painter, captioner, writer, point, extras)
-
-
-def new_loop(args: argparse.Namespace, config, out: Path | None) -> int:
-    """Start a chain in `out` (default renders/chains/<name>-<time>); K chains side by side with --chains K."""
-    from contextlib import ExitStack
-
-    from zoetrope.base.images import load_image
-    from zoetrope.loop.chainlog import lock_chain, require_new_chain
-    from zoetrope.loop.run import default_run_folder
-
-    # Everything the user gave is checked before anything is loaded or written.
-    start_image = load_image(config.start.image) if config.start.image else None
-    folder = out or default_run_folder(config)
-    require_new_chain(folder)
-    if not 1 <= args.chains <= 64:
-        raise UserError(f"--chains: expected 1 to 64 chains, got {args.chains}")
-    if args.ray is not None:  # the address is checked (one line) before any folder is made
-        from zoetrope.stages.cluster import parse_address
-
-        if args.chains < 2:
-            raise UserError("--ray: runs a wall's chains on Ray workers; give --chains K (K >= 2)")
-        parse_address(args.ray)
-        if config.loras:  # Ray workers load the bare painter (stages/cluster.ModelSpec has no LoRAs)
-            raise UserError("--ray: loras are not carried to Ray workers; run the wall without --ray")
-        if args.chains_exact == "off":  # the workers paint with their own kernels: exact, whatever the header said
-            raise UserError("--chains-exact off: Ray workers paint each chain exactly; drop --chains-exact off")
-    if args.chains_exact is not None and args.chains == 1:
-        raise UserError(f"--chains-exact {args.chains_exact}: applies to --chains K with K > 1")
-    if args.chains > 1 and (args.display or args.service):
-        raise UserError("--chains runs several chains in the foreground; --display and --service run one chain "
-                        "(run one service per chain for a wall)")
-    # Then the writer lock of each chain folder (made for it, and removed again if the run ends before its
-    # header is written), before any model loads, held until the run is over.
-    folders = [folder] if args.chains == 1 else [folder / f"chain-{k}" for k in range(1, args.chains + 1)]
-    with ExitStack() as locks:
-        for chain_folder in folders:
-            locks.enter_context(lock_chain(chain_folder, create=True))
-            require_new_chain(chain_folder)  # again under the lock: another run may have begun it meanwhile
-        return _new_locked(args, config, folder, start_image)
-
-
-def _new_locked(args: argparse.Namespace, config, folder: Path, start_image) -> int:
-    from zoetrope.loop.run import gallery_extras, open_models, start_run
-
-    if args.ray is not None:  # the chains here, their model calls on Ray workers (loop/wall_ray.py)
-        from zoetrope.loop.wall_ray import open_wall_pool, run_wall_ray
-
-        pool = open_wall_pool(args.ray, config, args.chains, args.device)
-        try:
-            print(f"{args.chains} chains on {pool.describe()}", flush=True)
-            done = run_wall_ray(config, args.chains, folder, pool, stop_on_signals(), start_image,
-                                on_step=lambda k, record: print(f"[{k}] {progress_line(record)}", flush=True))
-        finally:
-            pool.close()
-        print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
-        return 0
-    m = config.models
-    painter, captioner, plan = open_models(m.painter, m.captioner, (m.painter_revision, m.captioner_revision),
-                                           args.device, config.speed, config.loras)
-    if args.chains > 1:
-        from zoetrope.loop.multichain import run_many
-
-        done = run_many(config, args.chains, folder, painter, captioner, plan, stop_on_signals(), start_image,
-                        on_step=lambda k, record: print(f"[{k}] {progress_line(record)}", flush=True),
-                        exact=args.chains_exact != "off")
-        print(f"{done} steps written to {folder}/chain-1..{args.chains}", flush=True)
-        return 0
-    extras = gallery_extras(config, folder, plan.device, plan.dtype, args.service or args.display)
-    writer, point = start_run(folder, config, start_image, painter, captioner, plan)
-    print(f"chain {folder} ({plan.device}, {plan.dtype_name})", flush=True)
-    return run_with_display(args, folder, config, painter, captioner, writer, point, extras)
-
-
-def run_with_display(args: argparse.Namespace, folder: Path, config, painter, captioner, writer, point,
-                     extras) -> int:
-    """Drive the chain in the foreground, with the kiosk display in a thread of this process if asked."""
-    display = None
-    if args.display:
-        display = gallery.start_display(folder, config, args.host, args.port, extras.watchdog.state)
+    display = gallery.loop_display() if args.display else None
     try:
-        done = drive_in_foreground(config, painter, captioner, writer, point, extras=extras,
-                                   echo=lambda line: print(line, flush=True))
-    finally:
-        if display is not None:
-            display.stop()
-    print(f"{done} steps written to {folder}", flush=True)
+        result = run_loop(loop_request(args), lambda line: print(line, flush=True), stop_on_signals, display=display)
+    except StepFailed as exc:
+        logging.getLogger("zoetrope").error("%s; exiting with status %d so the supervisor restarts the loop", exc,
+                                            EXIT_STEP_FAILED, exc_info=exc.__cause__)
+        return EXIT_STEP_FAILED
+    if result.already_at is not None:
+        print(f"{result.folder}: already at step {result.already_at[0]} of {result.already_at[1]}; nothing to do")
+        return 0
+    where = f"{result.folder}/chain-1..{result.chains}" if result.chains > 1 else str(result.folder)
+    print(f"{result.steps} steps written to {where}", flush=True)
     return 0
 
 
@@ -308,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return args.func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # several mistakes at once (a config's, as `check` lists them): a line each
+        for line in getattr(exc, "lines", None) or [str(exc)]:
+            print(f"error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -34,7 +34,13 @@ def speed_overrides(args: argparse.Namespace) -> dict:
 
 
 LOOP_ROLES = ("painter", "captioner")
-FILM_ROLES = ("painter", "ltx", "animatediff", "upscaler")  # animatediff: the motion adapter (over the painter)
+
+
+def film_roles() -> tuple[str, ...]:
+    """The roles a film's `--models ROLE=...` may name: the registered engines' (film/engines/) and the upscaler."""
+    from zoetrope.film.choices import film_roles as roles
+
+    return roles()
 
 
 def parse_models(spec: str | None, roles: tuple[str, ...] = LOOP_ROLES) -> dict[str, str]:

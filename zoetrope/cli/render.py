@@ -10,11 +10,11 @@ painter each scene uses (and says so when it is the schema's default, or comes f
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from zoetrope.base.extras import install_hint
-from zoetrope.cli.options import FILM_ROLES, add_model_options, parse_models, speed_overrides
+from zoetrope.cli.options import add_model_options, film_roles, parse_models, speed_overrides
+from zoetrope.cli.progress import Bar, say
 from zoetrope.cli.scene import add_screenplay_options, screenplay_options
 
 
@@ -45,30 +45,25 @@ def request_from_args(args: argparse.Namespace):
     """The argv as a film.render.RenderRequest (checked by the core, which names the option at fault)."""
     from zoetrope.film.render import RenderRequest
 
-    models = parse_models(args.models, FILM_ROLES)
+    models = parse_models(args.models, film_roles())
     return RenderRequest(
         script=args.script, from_chain=args.from_chain, fps=args.fps, hold=args.hold, transition=args.transition,
         out=args.out, rows=args.rows, batch_size=args.batch_size, preview=args.preview, cache_root=args.cache_root,
         painter=models.get("painter"), device=args.device, speed=speed_overrides(args),
-        models={role: models[role] for role in ("ltx", "animatediff", "upscaler") if role in models}, ray=args.ray,
+        models={role: model for role, model in models.items() if role != "painter"}, ray=args.ray,
         screenplay=screenplay_options(args, fps=False, model=False),
     )
 
 
 def echo(line: str) -> None:
-    """A line on stdout that does not tear the progress bars on stderr."""
-    from tqdm import tqdm
-
-    tqdm.write(line)
-    sys.stdout.flush()
+    """A line on stdout that does not tear the progress bars on stderr (cli/progress.py)."""
+    say(line)
 
 
-def progress_bar(what: str, total: int):
-    """The walk's bar (frames painted or found in the cache) and, below it, the encoder's (frames encoded)."""
-    from tqdm import tqdm
-
-    walk = what == "walk"
-    return tqdm(total=total, unit="frame", desc=what, dynamic_ncols=True, leave=walk, position=0 if walk else 1)
+def progress_bar(what: str, total: int) -> Bar:
+    """The walk's count (frames painted or found in the cache) and the encoder's (frames encoded): bars on a
+    terminal, plain lines in a file (cli/progress.py)."""
+    return Bar(what, total)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

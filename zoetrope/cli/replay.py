@@ -138,9 +138,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
+    from zoetrope.cli.progress import FrameCounter
     from zoetrope.curate.playback import play_folder
 
-    result = play_folder(args.chain, args.out, hold=args.hold, crossfade=args.crossfade, fps=args.fps)
+    with FrameCounter("play") as on_frame:
+        result = play_folder(args.chain, args.out, hold=args.hold, crossfade=args.crossfade, fps=args.fps,
+                             on_frame=on_frame)
     _echo(f"{result.frames} frames ({result.seconds:.2f} s) written to {result.out}, subtitles in {result.srt}")
     return 0
 

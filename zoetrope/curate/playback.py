@@ -6,6 +6,7 @@ the last round(crossfade x fps) frames of each hold but the last, so it never ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +63,12 @@ def _even_size(image: Image.Image) -> tuple[int, int]:
     return max(2, w - w % 2), max(2, h - h % 2)
 
 
-def play_chain(chain: ChainLog, out: Path, hold: float = 3.0, crossfade: float = 0.5, fps: int = 24) -> Playback:
-    """Write the slideshow to `out` (temp name, then rename) and its `.srt` beside it."""
-    from zoetrope.film.encode import FrameWriter, burn_subtitle, write_srt
+def play_chain(chain: ChainLog, out: Path, hold: float = 3.0, crossfade: float = 0.5, fps: int = 24,
+               on_frame: Callable[[int, int], None] | None = None) -> Playback:
+    """Write the slideshow to `out` (temp name, then rename) and its `.srt` beside it. Every input and the
+    output paths are checked before the first frame (a bad --out is one line, and nothing is written);
+    `on_frame(done, total)` after each frame."""
+    from zoetrope.film.encode import FrameWriter, burn_subtitle, check_film_output, write_srt
 
     shown = slides(chain)
     hold_frames, fade_frames = slideshow_plan(len(shown), hold, crossfade, fps)
@@ -72,6 +76,9 @@ def play_chain(chain: ChainLog, out: Path, hold: float = 3.0, crossfade: float =
     if missing:
         raise UserError(f"{chain.folder}: cannot play, missing image(s): {', '.join(missing)}")
     out = Path(out)
+    srt = out.with_suffix(".srt")
+    check_film_output(out, srt)
+    total = hold_frames * len(shown)
     with Image.open(shown[0][0]) as first:
         size = _even_size(first)
 
@@ -94,17 +101,18 @@ def play_chain(chain: ChainLog, out: Path, hold: float = 3.0, crossfade: float =
                 else:
                     film.write(current.astype(np.uint8))
                 written += 1
+                if on_frame is not None:
+                    on_frame(written, total)
             current = following
-    srt = out.with_suffix(".srt")
     write_srt([(k * hold_frames / fps, (k + 1) * hold_frames / fps, text) for k, (_, text) in enumerate(shown)], srt)
     return Playback(written, srt, out, fps)
 
 
 def play_folder(folder: Path, out: Path | None = None, hold: float = 3.0, crossfade: float = 0.5,
-                fps: int = 24) -> Playback:
+                fps: int = 24, on_frame: Callable[[int, int], None] | None = None) -> Playback:
     """`replay play`: the slideshow of the chain in `folder`, by default renders/films/<run>-slideshow.mp4."""
     from zoetrope.loop.chainlog import read_chain
 
     chain = read_chain(folder)
     out = out or Path("renders/films") / f"{chain.header.get('run_id', chain.folder.name)}-slideshow.mp4"
-    return play_chain(chain, out, hold=hold, crossfade=crossfade, fps=fps)
+    return play_chain(chain, out, hold=hold, crossfade=crossfade, fps=fps, on_frame=on_frame)

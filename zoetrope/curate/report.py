@@ -10,7 +10,6 @@ import base64
 import html
 import io
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,15 +20,10 @@ from zoetrope.base.files import atomic_path, check_writable
 from zoetrope.curate.replay import logged_model
 from zoetrope.loop.chainlog import ChainLog
 
-log = logging.getLogger(__name__)
-
 THUMB = 256
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-SERIES = (  # (key, label, colour)
-    ("caption_previous", "caption vs previous", "#1f77b4"),
-    ("caption_start", "caption vs start", "#ff7f0e"),
-    ("image_previous", "image vs previous", "#2ca02c"),
-)
+SERIES = (("caption_previous", "caption vs previous", "#1f77b4"), ("caption_start", "caption vs start", "#ff7f0e"),
+          ("image_previous", "image vs previous", "#2ca02c"))  # (key, label, colour)
 
 
 @dataclass
@@ -55,8 +49,7 @@ def choose_measures(chain: ChainLog, models: dict, device: str | None, text_mode
     quiet_libraries()
     plan = pick_device(device)
     notes: list[str] = []
-    painter_error: str | None = None
-    painter = None
+    painter, painter_error = None, None
 
     # Only what was asked for by name may come from the network; a fallback is taken from this machine or not
     # at all, so an offline machine never waits on the Hub (the notes say what was used instead, and why).
@@ -72,7 +65,6 @@ def choose_measures(chain: ChainLog, models: dict, device: str | None, text_mode
                 painter_error = str(exc)
         return painter
 
-    # Captions
     if text_model == "words":
         caption = similarity.word_overlap()
     elif text_model == "painter":
@@ -93,7 +85,6 @@ def choose_measures(chain: ChainLog, models: dict, device: str | None, text_mode
             else:
                 notes.append(f"painter unavailable too ({painter_error})")
                 caption = similarity.word_overlap()
-    # Images
     if image_similarity == "pixels":
         image = similarity.pixel_embedder()
     elif get_painter() is not None:
@@ -139,9 +130,8 @@ def drift(chain: ChainLog, caption_measure, image_measure, start: Image.Image | 
 
 
 def thumbnail_uri(image: Image.Image) -> str:
-    small = image.copy()
+    small, buffer = image.copy(), io.BytesIO()
     small.thumbnail((THUMB, THUMB), Image.LANCZOS)
-    buffer = io.BytesIO()
     small.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -151,8 +141,10 @@ def guard_steps(chain: ChainLog) -> list[int]:
 
 
 def drift_svg(d: Drift, guards: list[int], width: int = 900, height: int = 280) -> str:
-    """Inline SVG line plot: one polyline per series (gaps where a value is unknown), red marks at guard steps."""
-    left, right, top, bottom = 48, 16, 16, 40
+    """Inline SVG line plot: one polyline per series (gaps where a value is unknown), red marks at guard steps.
+    The legend sits in a band above the plot area, so it never covers a line (similarities near 1.0 run along
+    the top of the area)."""
+    left, right, top, bottom = 48, 16, 34, 40
     values = [v for key, _, _ in SERIES for v in getattr(d, key) if v is not None]
     lo = min([0.0, *values])
     n = max(len(d.steps), 2)
@@ -192,14 +184,13 @@ def drift_svg(d: Drift, guards: list[int], width: int = 900, height: int = 280) 
                          f'{html.escape(label)} {v:.3f}</title></circle>')
         parts.append(f'<path class="series" data-series="{key}" d="{" ".join(path)}" fill="none" stroke="{colour}" '
                      'stroke-width="1.8"/>')
-    for k, (_, label, colour) in enumerate(SERIES):
-        lx = left + 10 + k * 170
-        parts.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{top + 12}" y2="{top + 12}" stroke="{colour}" stroke-width="3"/>'
-                     f'<text x="{lx + 24}" y="{top + 16}" font-size="12">{html.escape(label)}</text>')
-    if guards:
-        lx = left + 10 + 3 * 170
-        parts.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{top + 12}" y2="{top + 12}" stroke="#d62728" '
-                     f'stroke-dasharray="4 3"/><text x="{lx + 24}" y="{top + 16}" font-size="12">guard fired</text>')
+    legend = [(label, colour, "") for _, label, colour in SERIES] + (
+        [("guard fired", "#d62728", ' stroke-dasharray="4 3"')] if guards else [])
+    for k, (label, colour, dash) in enumerate(legend):
+        lx, ly = left + k * 170, top - 14
+        parts.append(f'<g class="legend"><line x1="{lx}" x2="{lx + 18}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                     f'stroke-width="3"{dash}/><text x="{lx + 24}" y="{ly + 4}" font-size="12">{html.escape(label)}'
+                     '</text></g>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -217,13 +208,12 @@ def totals(chain: ChainLog) -> dict:
     return {"steps": len(chain.steps), "seconds": seconds, "energy": energy, "guard": len(guard_steps(chain))}
 
 
-def _fmt(v: float | None) -> str:
+def _fmt(v: float | None) -> str:  # a similarity, or a dash where it is unknown
     return "–" if v is None else f"{v:.3f}"
 
 
 def step_figure(record: dict, image: Image.Image | None, d: Drift, i: int) -> str:
-    events = record.get("events") or []
-    guard = record["recaptioned"]
+    events, guard = record.get("events") or [], record["recaptioned"]
     picture = (f'<img class="thumb" alt="step {record["step"]}" src="{thumbnail_uri(image)}">' if image is not None
                else f'<div class="missing">{html.escape(record["image"])} missing</div>')
     caption = record.get("caption")
@@ -255,7 +245,7 @@ img.thumb{width:100%;height:auto;display:block}
 .meta{color:#666;font-size:12px;margin-top:4px} .badge{background:#d62728;color:#fff;padding:0 5px;border-radius:3px}
 ul.events{margin:4px 0 0;padding-left:18px;font-size:12px;color:#833}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
-pre{background:#f6f6f6;padding:8px;overflow:auto;font-size:12px}
+td.was{color:#a00;text-decoration:line-through}
 """
 
 SCRIPT = """window.addEventListener('load', function () {
@@ -264,15 +254,62 @@ SCRIPT = """window.addEventListener('load', function () {
 });"""
 
 
+def flat(value, prefix: str = "") -> dict[str, str]:
+    """A config as {"paint.steps": "4", ...}: one readable row per setting, lists joined, null as "–"."""
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {prefix[:-1]: ", ".join(map(str, value)) or "–"}
+    return {prefix[:-1]: "–" if value is None else str(value)}
+
+
+def setting_changes(chain: ChainLog) -> list[tuple[str, str, str, str]]:
+    """(where, setting, before, after): what the fork changed from its parent's config (when the parent is
+    found), then each step whose paint or caption settings differ from the step before (a resume or fork
+    with other settings). A setting appearing (the first drift step's strength), or a caption the repetition
+    guard sampled, is not a change."""
+    from zoetrope.curate.lineage import find_parent
+
+    rows, entry = [], chain.header.get("parent")
+    parent = find_parent(chain, entry) if entry else None
+    if parent is not None:
+        mine, theirs = flat(chain.header.get("config") or {}), flat(parent.header.get("config") or {})
+        rows += [(f"fork of {entry.get('run')} at step {entry.get('step')}", key, theirs.get(key, "–"), value)
+                 for key, value in mine.items() if value != theirs.get(key, "–")]
+    previous: dict[str, str] = {}
+    for record in (r for r in chain.steps if not r.get("recaptioned")):  # the guard's sampling is no setting
+        now = flat({"paint": record.get("paint_params") or {}, "caption": record.get("caption_params") or {}})
+        rows += [(f"from step {record['step']}", key, previous[key], value) for key, value in now.items()
+                 if previous.get(key, "–") not in ("–", value) and value != "–"]
+        previous |= {k: v for k, v in now.items() if v != "–"}
+    return rows
+
+
+def settings_section(chain: ChainLog) -> str:
+    """The chain's settings as a table (its header's config; `steps` says how many are logged, since a resume
+    sets its own stop), and what changed between its runs."""
+    config, logged = flat(chain.header.get("config") or {}), len(chain.steps)
+    if config.get("steps") != str(logged):
+        stop = config.get("steps", "–")
+        config["steps"] = f"{logged} logged (the first run: {'endless' if stop == '–' else f'stop at {stop}'})"
+    changes = setting_changes(chain)
+    changed = "".join(f"<tr><td>{html.escape(w)}</td><th>{html.escape(k)}</th><td class=was>{html.escape(a)}</td>"
+                      f"<td>{html.escape(b)}</td></tr>" for w, k, a, b in changes)
+    between = (f'<table id="changes"><tr><th>where</th><th>setting</th><th>before</th><th>after</th></tr>{changed}'
+               "</table>" if changes else '<p id="changes">no setting changed between runs</p>')
+    return (f'<section id="settings"><h2>Settings</h2><h3>what changed between runs</h3>{between}'
+            f'<h3>current settings</h3><table id="settings-table">{table_rows(config)}</table></section>')
+
+
+def table_rows(values: dict[str, str]) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in values.items())
+
+
 def render_html(chain: ChainLog, d: Drift, images: list[Image.Image | None], notes: list[str]) -> str:
-    h = chain.header
-    t = totals(chain)
-    guards = guard_steps(chain)
+    h, t, guards = chain.header, totals(chain), guard_steps(chain)
     run = html.escape(str(h.get("run_id", chain.folder.name)))
     rows = "".join(f"<tr><th>{html.escape(role)}</th><td>{html.escape(str(m.get('id')))}</td>"
                    f"<td>{html.escape(str(m.get('revision')))}</td></tr>" for role, m in (h.get("models") or {}).items())
-    versions = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                       for k, v in (h.get("versions") or {}).items())
     parent = h.get("parent")
     parent_line = (f"<p>forked from run <b>{html.escape(str(parent.get('run')))}</b> at step {parent.get('step')}</p>"
                    if parent else "")
@@ -303,9 +340,9 @@ def render_html(chain: ChainLog, d: Drift, images: list[Image.Image | None], not
 </div></section>
 <section id="header"><h2>Models and versions</h2>
 <table><tr><th>role</th><th>id</th><th>revision</th></tr>{rows}</table>
-<h3>versions</h3><table>{versions}</table>
-<h3>config</h3><pre>{html.escape(json.dumps(h.get("config"), indent=2, ensure_ascii=False))}</pre>
+<h3>versions</h3><table>{table_rows(flat(h.get("versions") or {}))}</table>
 </section>
+{settings_section(chain)}
 <script>{SCRIPT}</script>
 </body></html>
 """
@@ -325,15 +362,23 @@ def write_report(chain: ChainLog, out: Path, models: dict | None = None, device:
     caption_measure, image_measure, notes = choose_measures(chain, models or {}, device, text_model, image_similarity)
     start, images = load_step_images(chain)
     d = drift(chain, caption_measure, image_measure, start, images)
-    missing = [s["image"] for s, im in zip(chain.steps, images, strict=True) if im is None]
-    if missing:
+    if missing := [s["image"] for s, im in zip(chain.steps, images, strict=True) if im is None]:
         notes.append(f"missing images: {', '.join(missing)}")
-    notes += chain.warnings
+    notes = [plain_note(n) for n in notes + chain.warnings]
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out, sync=False) as tmp:  # a failed write leaves no half report at `out`
         tmp.write_text(render_html(chain, d, images, notes), encoding="utf-8")
     lines = [f"caption similarity: {d.caption_method}", f"image similarity: {d.image_method}"]
     return lines + [f"note: {n}" for n in notes]
+
+
+def plain_note(note: str) -> str:
+    """A note as a curator reads it: the Hugging Face cache named, not its absolute path here (the report
+    travels), and the home folder as ~."""
+    from huggingface_hub import constants
+
+    home, note = str(Path.home()), note.replace(f" ({constants.HF_HUB_CACHE})", "")
+    return note.replace(home + "/", "~/") if home != "/" else note
 
 
 @dataclass(frozen=True)
@@ -349,6 +394,4 @@ def inspect_folder(folder: Path, out: Path | None = None, models: dict | None = 
 
     chain = read_chain(folder)
     out = out or Path("renders/reports") / f"{chain.header.get('run_id', chain.folder.name)}.html"
-    lines = write_report(chain, out, models=models, device=device, text_model=text_model,
-                         image_similarity=image_similarity)
-    return Inspection(out, lines)
+    return Inspection(out, write_report(chain, out, models, device, text_model, image_similarity))

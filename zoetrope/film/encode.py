@@ -22,10 +22,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from zoetrope.base.errors import UserError
-from zoetrope.base.files import replace_durable, temp_name, write_durable
+from zoetrope.base.files import check_outputs, replace_durable, temp_name, write_durable
 
 log = logging.getLogger(__name__)
 
+FILM_SUFFIXES = (".mp4", ".mov", ".mkv")  # containers ffmpeg picks by suffix that hold H.264 and AAC
 FONT_PATHS = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     Path("/usr/share/fonts/TTF/DejaVuSans.ttf"),
@@ -52,6 +53,22 @@ def ffmpeg_reason(stderr: str, tmp: Path | None = None, path: Path | None = None
     if tmp is not None and path is not None:
         reason = reason.replace(str(tmp), str(path))
     return reason[:300]
+
+
+def check_film_output(path: Path, *sidecars: Path) -> None:
+    """Every command that writes a film (render, replay play, join) calls this before it reads a frame or loads
+    a model: a film suffix, a writable folder, sidecars (the .srt) that are not folders. One UserError line."""
+    path = Path(path)
+    if path.suffix.lower() not in FILM_SUFFIXES:
+        raise UserError(f"--out: a film needs one of {', '.join(FILM_SUFFIXES)} (got {path})")
+    check_outputs(path, *sidecars)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temp file we may have made; a failure here (a read-only folder where ffmpeg could not create
+    it, EROFS even for a missing file) must never hide the error that got us here."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
 
 
 class FrameWriter:
@@ -119,7 +136,10 @@ class FrameWriter:
         ]
 
     def __enter__(self) -> FrameWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FilmEncodeError(f"{self.path}: cannot write here ({exc.strerror or exc})") from None
         self._stderr = tempfile.TemporaryFile()  # not a pipe: ffmpeg can never block on a full one
         try:  # its own session: a Ctrl-C reaches us, and we finish or remove the file ourselves
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
@@ -145,7 +165,7 @@ class FrameWriter:
                 except OSError as err:
                     raise FilmEncodeError(f"{self.path}: cannot write the film ({err.strerror or err})") from None
         finally:
-            self._tmp.unlink(missing_ok=True)
+            _remove(self._tmp)
 
     def _finish(self, failed: bool) -> None:
         """Close ffmpeg's input and wait for it; unless we are already failing, its failure is raised."""
@@ -216,7 +236,7 @@ class FrameWriter:
                                       f"({ffmpeg_reason(run.stderr, muxed, self.path)})")
             os.replace(muxed, self._tmp)
         finally:
-            muxed.unlink(missing_ok=True)
+            _remove(muxed)
 
 
 # ------------------------------------------------------------------------------------ interpolation

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from zoetrope.base.errors import UserError
 from zoetrope.base.files import temp_name
-from zoetrope.film.encode import FrameWriter, ffmpeg_exe, ffmpeg_reason
+from zoetrope.film.encode import FrameWriter, check_film_output, ffmpeg_exe, ffmpeg_reason
 
 AUDIO_RATE = 44100
 
@@ -107,7 +107,8 @@ def join_films(paths: list[Path], out: Path, crossfade: float = 0.0, audio: Path
                audio_volume: float = 1.0, crf: int = 18, on_frame=None) -> Joined:
     """Join `paths` into `out`: each film crossfades into the next over `crossfade` seconds (rounded to whole
     frames), the films' own sound crossfades with them, and `audio` (a bed, scaled by `audio_volume`) plays under
-    the whole from its start, cut to the picture. Frames: sum of the films' minus (films - 1) x crossfade."""
+    the whole from its start, cut to the picture. Frames: sum of the films' minus (films - 1) x crossfade.
+    `on_frame(done, total)` after each frame written."""
     out = Path(out)
     if audio is not None and not Path(audio).is_file():
         raise UserError(f"{audio}: audio file not found")
@@ -117,6 +118,7 @@ def join_films(paths: list[Path], out: Path, crossfade: float = 0.0, audio: Path
     if any(film.path.resolve() == out.resolve() for film in films):
         raise UserError(f"{out}: the output is one of the films joined; choose another --out")
     fade = check_films(films, crossfade)
+    check_film_output(out)  # before moviepy opens a film: a bad --out is one line, and nothing is written
     first = films[0]
     begin = starts(films, fade)
     total = begin[-1] + films[-1].frames

@@ -67,7 +67,7 @@ class RenderRequest:
     device: str | None = None
     speed: dict = field(default_factory=dict)  # a partial `speed` section: attention, channels_last, compile, vae
     ray: str | None = None  # local:N | auto | ray://host:port: paint the walk's frames on Ray actors
-    models: dict = field(default_factory=dict)  # --models overrides of other roles: {"ltx": ..., "animatediff": ...}
+    models: dict = field(default_factory=dict)  # --models overrides of the other roles: {role: model}
     screenplay: dict = field(default_factory=dict)  # a .fountain script's film options: front, style, seed, size...
 
 
@@ -196,75 +196,60 @@ def encode_shots(shots: list[Shot], path: Path, fps: float, size: tuple[int, int
             bar.update(1)
 
 
-def render_scene(models, scene: SceneLayout, batch_size: int | None, walk_bar: Progress, feed,
-                 on_line: Callable[[str], None], walk_stats=None, upscale: dict | None = None,
-                 chunk_stats: dict | None = None) -> tuple[int, int]:
-    """The walk's frames (unless Ray workers painted them: `walk_stats`), then each video chunk in film order
-    (a chunk may start from a walk frame). Returns (cached, rendered) units: walk frames and chunks."""
-    from zoetrope.film.engines import render_chunks
-    from zoetrope.film.walk import render_missing
+def executor_for(models, layout: FilmLayout):
+    """Where the film's units are painted: the Ray workers (`--ray`), else this process, on as many CPU lanes as
+    the film's parts allow (a lane count changes speed, never a frame: stages/lanes.py)."""
+    if models.pool is not None:
+        return models.pool
+    from types import SimpleNamespace
 
-    parts, cached, rendered, upscale = [], 0, 0, upscale or {}
-    if scene.walk is not None:
-        stats = walk_stats or render_missing(models.painter, scene.walk, scene.cache, batch_size, progress=walk_bar,
-                                             feed=feed)
-        parts.append(f"walk {stats.summary()}")
-        cached, rendered = stats.cached, stats.rendered
-    for engine in dict.fromkeys(c.engine for c in scene.chunks):
-        chunks = [c for c in scene.chunks if c.engine == engine]
-        stats = (chunk_stats or {}).get(engine) or render_chunks(  # Ray workers rendered them: chunk_stats
-            models.clip_for(engine, scene.script), chunks, scene.cache, scene.script, scene.width, scene.height,
-            progress=walk_bar, feed=feed)
-        parts.append(f"{engine} {stats.summary()}")
-        cached, rendered = cached + stats.cached, rendered + stats.rendered
-    if scene.name in upscale:
-        from zoetrope.film.upscaling import upscale_scene
+    from zoetrope.stages.lanes import LocalPool
 
-        done = upscale_scene(models.upscaler, scene, upscale[scene.name], feed)
-        parts.append(f"upscaled x{models.upscaler.scale} {done[0]} cached, {done[1]} upscaled")
-    on_line(f"scene {scene.name}: {'; '.join(parts)}" if len(parts) > 1 or scene.walk is None
-            else f"scene {scene.name}: {parts[0].removeprefix('walk ')}")
-    return cached, rendered
+    lanes = max((p.lanes() for s in layout.scenes for p in s.parts.values()), default=1)
+    return LocalPool(SimpleNamespace(painter=models.painter, clips=models.clips, state={}), lanes)
+
+
+def scene_line(scene: SceneLayout, stats: dict, upscaled: tuple[int, int] | None, scale: int | None) -> str:
+    """`scene NAME: ENGINE N frames cached, M rendered in K calls...; ...` (counts in film frames)."""
+    from zoetrope.film.engines.run import RenderStats
+
+    parts = [f"{e} {stats.get((scene.name, e), RenderStats()).summary()}" for e in scene.parts]
+    if upscaled is not None:
+        parts.append(f"upscaled x{scale} {upscaled[0]} frames cached, {upscaled[1]} upscaled")
+    return f"scene {scene.name}: {'; '.join(parts)}"
 
 
 def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None, batch_size: int | None,
                       on_line: Callable[[str], None], progress: Callable[[str, int], Progress]) -> tuple[int, int]:
-    """The engines paint on this thread (the walk saves on its writer thread), and the encoder thread takes
-    frames in film order: encoding overlaps painting, and no engine waits for ffmpeg. `audio`: (file, seconds
-    into it where the film starts, the gain's ffmpeg filter or None) or None. Returns (cached, rendered)."""
-    from zoetrope.film.walk import FrameFeed, needed_jobs
+    """Every unit of the film through the one render path (engines/run.py: here, or on Ray workers), while the
+    encoder thread takes frames in film order: encoding overlaps painting, and no engine waits for ffmpeg.
+    `audio`: (file, seconds into it where the film starts, the gain's ffmpeg filter or None) or None. Returns
+    (cached, rendered) film frames."""
+    from zoetrope.film.engines.run import render_units
+    from zoetrope.film.walk import FrameFeed
 
     feed, failures = FrameFeed(), []
-    total = sum(len(needed_jobs(s.walk)) for s in layout.scenes if s.walk is not None)
-    walk_bar = progress("walk", total + sum(c.frames for s in layout.scenes for c in s.chunks))
+    units = [u for s in layout.scenes for u in s.units(batch_size)]
+    walk_bar = progress("walk", sum(u.frames for u in units))
     encode_bar = progress("encode", len(layout.shots))
 
     def encode() -> None:
         try:
             encode_shots(layout.shots, out, layout.fps, layout.size, audio, feed, encode_bar, layout.fps_out)
-        except BaseException as exc:  # re-raised on the main thread; the engines stop at their next batch
+        except BaseException as exc:  # re-raised on the main thread; the engines stop at their next unit
             failures.append(exc)
             feed.consumer_failed(exc)
 
     encoder = threading.Thread(target=encode, name="film-encoder")
     encoder.start()
-    cached = rendered = 0
     try:
-        walked, chunked = {}, {}
-        if models.pool is not None:  # every scene's walk batches on the workers at once, back in film order
-            from zoetrope.film.distributed import render_scenes_ray
-
-            walks = [s for s in layout.scenes if s.walk is not None]
-            stats = render_scenes_ray(models.pool, [(s.walk, s.cache) for s in walks], batch_size, walk_bar, feed)
-            walked = {s.name: st for s, st in zip(walks, stats, strict=True)}
-            from zoetrope.film.distributed import render_chunks_ray  # then their video chunks (not drift's)
-
-            chunked = render_chunks_ray(models.pool, [s for s in layout.scenes if s.chunks and all(
-                c.engine in models.pool.clips for c in s.chunks)], walk_bar, feed)
+        stats = render_units(executor_for(models, layout), units, walk_bar, feed)
+        upscaled = {}
         for scene in layout.scenes:
-            c, r = render_scene(models, scene, batch_size, walk_bar, feed, on_line, walked.get(scene.name),
-                                layout.upscale, chunked.get(scene.name))
-            cached, rendered = cached + c, rendered + r
+            if scene.name in layout.upscale:
+                from zoetrope.film.upscaling import upscale_scene
+
+                upscaled[scene.name] = upscale_scene(models.upscaler, scene, layout.upscale[scene.name], feed)
     except BaseException as exc:
         feed.close(exc)  # the encoder stops waiting for frames that will not come
         raise
@@ -276,7 +261,9 @@ def render_and_encode(models, layout: FilmLayout, out: Path, audio: tuple | None
         walk_bar.close()
     if failures:
         raise failures[0]
-    return cached, rendered
+    for scene in layout.scenes:
+        on_line(scene_line(scene, stats, upscaled.get(scene.name), models.upscaler.scale if models.upscaler else None))
+    return sum(s.cached for s in stats.values()), sum(s.rendered for s in stats.values())
 
 
 @dataclass(frozen=True)
@@ -286,7 +273,7 @@ class RenderResult:
     frames: int
     fps: float
     size: tuple[int, int]
-    cached: int  # unique frames found in the cache
+    cached: int  # unique frames found in the cache (every engine's)
     rendered: int  # unique frames painted now
 
 
@@ -327,9 +314,8 @@ def _render(request: RenderRequest, inputs: FilmInputs, models, timing, on_line:
     from zoetrope.film.sidecar import sidecar
 
     layout = lay_out(inputs.film, models, request)
-    if layout.rows:
-        on_line(f"painter calls of {layout.call_shapes()}"
-                + (f" on {models.pool.describe()}" if models.pool is not None else ""))
+    if shapes := layout.call_shapes():
+        on_line(f"painter calls of {shapes}" + (f" on {models.pool.describe()}" if models.pool is not None else ""))
 
     # 4. Render what the cache lacks while a second thread encodes the film as its frames appear, in order
     srt, record = inputs.out.with_suffix(".srt"), inputs.out.with_suffix(".json")

@@ -10,7 +10,8 @@ from __future__ import annotations
 def sidecar(inputs, layout, models) -> dict:
     """The film's provenance: per scene and segment, the engine, models and revisions, seeds, prompts,
     conditioning, and where it falls in the film (seconds)."""
-    from zoetrope.film.engines import segment_frames
+    from zoetrope.film.engines import registered
+    from zoetrope.film.engines.clips import segment_frames
     from zoetrope.stages.lora import loras_of
 
     refs = {"painter": models.painter.ref.as_log() if models.painter is not None else None}
@@ -18,8 +19,7 @@ def sidecar(inputs, layout, models) -> dict:
         refs["painter"]["loras"] = [r.as_header() for r in loras_of(models.painter)]
     if models.upscaler is not None:
         refs["upscaler"] = models.upscaler.identity
-    refs |= {engine: clip.identity for engine, clip in models.clips.items()}
-    refs |= {"drift": {"painter": refs["painter"]}} if refs["painter"] else {}
+    refs |= {e.name: record for e in registered() if (record := e.record(models, refs["painter"])) is not None}
     scenes, offset = [], 0
     for scene in layout.scenes:
         script, segments = scene.script, []
@@ -30,7 +30,7 @@ def sidecar(inputs, layout, models) -> dict:
                      "negative_prompt": script.negative_of(i), "seed": script.seed_of(i),
                      "frames": n, "hold_frames": hold, "transition_frames": transition,
                      "seconds": [round(offset / script.fps, 4), round((offset + n) / script.fps, 4)],
-                     "model": refs["painter"] if segment.engine == "walk" else refs[segment.engine]}
+                     "model": refs.get(segment.engine, refs["painter"])}
             if script.keyframes[i].image:
                 entry["image"] = script.keyframes[i].image
             if script.keyframes[i].source:
@@ -41,8 +41,8 @@ def sidecar(inputs, layout, models) -> dict:
             offset += n
         record = {"name": scene.name, "size": [scene.width, scene.height], "steps": script.steps,
                   "guidance": script.guidance, "scheduler": script.scheduler, "segments": segments}
-        if scene.walk is not None:  # the walk's call shape: part of every frame's key (walk.call_shape)
-            record["walk_calls"] = {"rows": scene.walk.rows, "threads": scene.walk.threads, "decode": scene.walk.decode}
+        for part in scene.parts.values():  # e.g. the walk's call shape, part of every frame's key (walk_calls)
+            record |= part.record()
         scenes.append(record)
     return {"kind": "zoetrope-film", "version": 1, "title": inputs.film.title, "film": inputs.out.name,
             "frames": len(layout.shots), "fps": layout.fps, "size": list(layout.size), "fps_out": layout.fps_out,

@@ -7,8 +7,8 @@
    threads and VAE width, from `call_shape`, a rule of the device type, the frame size and explicit settings).
    A frame already in `<cache>/frames/<key>.png` is never rendered again: a rerun resumes, and an edited
    keyframe changes only the keys of the segments that touch it.
-3. `render_missing` encodes each needed keyframe's prompt once, draws its noise once, then for each batch
-   slerps the noise and lerps the embeddings and calls the painter.
+3. `Walker` (run by the walk engine, engines/walk.py) encodes each needed keyframe's prompt once, draws its
+   noise once, then for each batch slerps the noise and lerps the embeddings and calls the painter.
 
 Determinism: CPU float kernels are not batch-invariant (a frame painted in a batch of 1 differs from the same
 frame in a batch of 4 by one level in a few pixels: GEMM and conv take different paths for different row
@@ -23,8 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +31,12 @@ from PIL import Image
 
 from zoetrope.base import png
 from zoetrope.base.errors import UserError
-from zoetrope.base.files import sweep_temps, write_durable
+from zoetrope.base.files import write_durable
+from zoetrope.film.engines.run import RenderStats
 from zoetrope.film.interpolate import lerp, slerp
 from zoetrope.settings.params import PaintParams
 from zoetrope.settings.scene import SceneScript
-from zoetrope.stages.lanes import in_order, intra_op_threads, lanes_for
+from zoetrope.stages.lanes import intra_op_threads
 
 ROWS = 8  # rows per painter call at the device type's reference size (call_rows): fixed, so no batch changes a frame
 REFERENCE_PIXELS = {"cpu": 256 * 256, "cuda": 512 * 512, "mps": 512 * 512}  # where a call of ROWS rows is the rule
@@ -75,18 +74,7 @@ class ScenePlan:
         return [cache / f"{self.jobs[j].key}.png" for j in self.sequence]
 
 
-@dataclass
-class WalkStats:
-    cached: int = 0
-    rendered: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-    lanes: int = 1  # painter calls that ran side by side (stages/lanes.py)
-
-    def summary(self) -> str:
-        rate = f", {self.rendered / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
-        lanes = f" on {self.lanes} CPU lanes" if self.rendered and self.lanes > 1 else ""
-        return f"{self.cached} cached, {self.rendered} rendered{rate}{lanes}"
+WalkStats = RenderStats  # the walk's counts: one stats type for every engine (film/engines/run.py)
 
 
 def call_rows(device: str, width: int, height: int) -> int:
@@ -267,9 +255,14 @@ class Walker:
         self.params = walk_params(plan.script, plan.width, plan.height)
         self._embeds: dict[int, dict[str, torch.Tensor]] = {}
         self._noise: dict[int, torch.Tensor] = {}
+        self._lock = threading.Lock()  # lanes share a walker: each keyframe's inputs are made once
 
     def prepare(self, keyframes: set[int]) -> None:
         """Prompt embeddings and noise, once per keyframe."""
+        with self._lock:
+            self._prepare(keyframes)
+
+    def _prepare(self, keyframes: set[int]) -> None:
         todo = sorted(k for k in keyframes if k not in self._embeds)
         if not todo:
             return
@@ -316,79 +309,3 @@ class Walker:
             guidance += [guidance[-1]] * (rows_n - len(guidance))
         return self.painter.paint(params=self.params, prompt_embeds=embeds, latents=latents, guidance_rows=guidance,
                                   keep=len(jobs))[:len(jobs)]
-
-
-def take_missing(queue: deque[Job], size: int, cache: Path, stats: WalkStats, progress=None,
-                 feed: FrameFeed | None = None) -> list[Job]:
-    """The next `size` jobs of `queue` whose frames are not in `cache`; those another render sharing the cache
-    saved meanwhile are taken as cached (frames do not depend on their batch, so skipping some changes no
-    other frame). A consumer of `feed` that failed (the film cannot be made) stops the walk here."""
-    if feed is not None and feed.consumer_error is not None:
-        raise feed.consumer_error
-    batch: list[Job] = []
-    while queue and len(batch) < size:
-        job = queue.popleft()
-        if (cache / f"{job.key}.png").is_file():
-            stats.cached += 1
-            if progress is not None:
-                progress.update(1)
-            if feed is not None:
-                feed.saved()
-        else:
-            batch.append(job)
-    return batch
-
-
-def render_missing(painter, plan: ScenePlan, cache: Path, batch_size: int | None = None, progress=None,
-                   feed: FrameFeed | None = None) -> WalkStats:
-    """Render the plan's frames that are not in `cache`, `batch_size` (1..plan.rows, default plan.rows) frames
-    per painter call.
-
-    On CPU, with the plan's calls at one intra-op thread, calls run side by side on lanes (stages/lanes.py),
-    one per core; elsewhere one at a time. A writer thread saves each batch's frames, in order, while the next
-    are painted, so the model never waits for PNG encoding; `feed` hears of each saved batch. Temp files of
-    killed renders are swept first; renders that share the cache skip each other's frames as they appear.
-    """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    batch_size = plan.rows if batch_size is None else batch_size
-    if not 1 <= batch_size <= plan.rows:
-        raise ValueError(f"`batch_size` must be in 1..{plan.rows} but is {batch_size}.")
-    cache.mkdir(parents=True, exist_ok=True)
-    sweep_temps(cache)  # what a killed render left half-written (a live render's temps are kept)
-    jobs = needed_jobs(plan)
-    missing = [j for j in jobs if not (cache / f"{j.key}.png").is_file()]
-    stats = WalkStats(cached=len(jobs) - len(missing))
-    if progress is not None:
-        progress.update(stats.cached)
-    walker = Walker(painter, plan)
-
-    def save(batch: list[Job], images: list[Image.Image]) -> None:
-        for job, image in zip(batch, images, strict=True):
-            write_frame(cache / f"{job.key}.png", image)
-        if progress is not None:
-            progress.update(len(batch))
-        if feed is not None:
-            feed.saved()
-
-    def batches():
-        while batch := take_missing(queue, batch_size, cache, stats, progress, feed):
-            yield batch
-
-    start = time.perf_counter()
-    queue = deque(missing)
-    stats.lanes = lanes = lanes_for(painter, walker.params, plan.threads)
-    if lanes > 1:  # the lanes share the walker: its keyframes' inputs are made first
-        walker.prepare(keyframes_of(missing))
-    pending: Future | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer") as writer:
-        for batch, images in in_order(walker.paint, batches(), lanes):
-            if pending is not None:
-                pending.result()  # re-raises a failed write before more work is queued
-            pending = writer.submit(save, batch, images)
-            stats.rendered += len(batch)
-            stats.calls += 1
-        if pending is not None:
-            pending.result()
-    stats.seconds = time.perf_counter() - start
-    return stats

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 from collections import deque
@@ -29,6 +31,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from zoetrope.base.errors import UserError
 from zoetrope.loop.care.watchdog import HEARTBEAT_NAME, read_heartbeat
 from zoetrope.loop.chainlog import LOG_NAME, STEP_IMAGE_PATTERN, LogTail, writer_pid
 from zoetrope.loop.display import DISPLAY_DIR
@@ -162,13 +165,14 @@ class ChainWatcher:
                         times.append(mtime)
         self.step_times.extend(sorted(times))
 
-    def rate(self, now: float) -> tuple[int, float]:
-        """(steps completed in the last hour, steps per hour over that window)."""
+    def rate(self, now: float, since: float | None) -> tuple[int, float | None]:
+        """(steps completed in the last hour, steps per hour among those made since `since`). The rate is
+        None (unknown) without a running loop (`since` None) or with fewer than two of its steps: two old steps
+        0.3 s apart say nothing about how fast a stopped chain goes."""
         recent = [t for t in self.step_times if now - t <= 3600]
-        if len(recent) < 2:
-            return len(recent), float(len(recent))
-        span = recent[-1] - recent[0]
-        return len(recent), round((len(recent) - 1) / span * 3600, 2) if span > 0 else float(len(recent))
+        ours = sorted(t for t in recent if since is not None and t >= since)
+        span = ours[-1] - ours[0] if len(ours) >= 2 else 0.0
+        return len(recent), round((len(ours) - 1) / span * 3600, 2) if span > 0 else None
 
 
 def unhealthy_reason(folder: Path | None, writer: int | None, silence: float, limit: float) -> str | None:
@@ -197,8 +201,8 @@ def status_report(watcher: ChainWatcher, display: DisplaySettings, started: floa
         last = max(last or 0.0, loop_state["last_step_time"])
     silence = now - (last if last is not None else started)
     reason = unhealthy_reason(folder, writer, silence, display.healthz_silence_s)
-    count, per_hour = watcher.rate(now)
     fresh = bool(loop_state) and not loop_state.get("stopped") and now - loop_state.get("updated", 0) < 120
+    count, per_hour = watcher.rate(now, loop_state.get("started", now) if fresh else None)
     paused = loop_state.get("paused") if fresh else None
     if paused is None and free is not None and free < min_free_mb * 2**20:
         paused = "disk_full"
@@ -215,10 +219,17 @@ def status_report(watcher: ChainWatcher, display: DisplaySettings, started: floa
         "errors_last_hour": loop_state.get("errors_last_hour") if fresh else None,
         "recent_errors": loop_state.get("recent_errors", []) if fresh else [],
         "paused": paused, "pause_detail": loop_state.get("pause_detail") if fresh else None,
-        "energy": {"total_j": round(watcher.energy_j, 3), "total_kwh": round(watcher.energy_j / 3.6e6, 6),
-                   "steps_measured": watcher.energy_steps, "steps": watcher.steps},
+        "energy": energy_report(watcher),
         "healthy": reason is None, "unhealthy_reason": reason,
     }
+
+
+def energy_report(watcher: ChainWatcher) -> dict:
+    """Energy totals; null (unknown) where no step was measured, never 0.0 J (as `inspect` says "unknown")."""
+    measured = watcher.energy_steps > 0
+    return {"total_j": round(watcher.energy_j, 3) if measured else None,
+            "total_kwh": round(watcher.energy_j / 3.6e6, 6) if measured else None,
+            "steps_measured": watcher.energy_steps, "steps": watcher.steps}
 
 
 def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
@@ -310,23 +321,65 @@ def create_app(folder: Path | None = None, *, latest_root: Path | None = None,
     return app
 
 
+def bind_display(host: str, port: int) -> socket.socket:
+    """The display's listening socket, bound now: call it before anything slow (a model load) and before saying
+    where the display is, so a taken port is one UserError line (exit 2) and `display on ...` is only ever
+    printed for a socket we hold. `port=0` picks a free port (read it with `sock.getsockname()[1]`). Pass the
+    socket to `serve_forever` or `ServerThread(app, sock=...)`; uvicorn then serves on it as it is."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: expected 0 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"--host {host}: cannot listen there ({getattr(exc, 'strerror', None) or exc})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        sock.bind(address)
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserError(f"--port {port}: {host}:{port} is already in use (another display?); "
+                            "stop it or give another --port") from None
+        raise UserError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    return sock
+
+
+def _server(app: Starlette, host: str, port: int):
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                         timeout_graceful_shutdown=2, lifespan="on"))
+
+
+def serve_forever(app: Starlette, sock: socket.socket) -> None:
+    """`serve`: uvicorn on a socket bind_display already holds, until Ctrl-C or SIGTERM."""
+    _server(app, *sock.getsockname()[:2]).run(sockets=[sock])
+
+
 class ServerThread:
-    """uvicorn in a background thread (for `loop --display` and the tests); `port=0` picks a free port."""
+    """uvicorn in a background thread (for `loop --display` and the tests); `port=0` picks a free port. With
+    `sock` (from bind_display) it serves on that socket, so the port can be taken before the models load."""
 
-    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 8765):
-        import uvicorn
-
+    def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 8765, sock: socket.socket | None = None):
         self.app = app
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    timeout_graceful_shutdown=2, lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, name="zoetrope-display", daemon=True)
+        self.sock = sock
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
+        self.server = _server(app, host, port)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock] if sock else None},
+                                       name="zoetrope-display", daemon=True)
 
     def start(self, timeout: float = 15.0) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the display server did not start (is the port in use?)")
+                raise UserError(f"the display server did not start on port {self.server.config.port} "
+                                "(is the port in use? give another --port)")
             time.sleep(0.05)
         return self
 
@@ -338,6 +391,8 @@ class ServerThread:
         self.app.state.stopping.set()  # ends the endless event streams, so shutdown is quick
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        if self.sock is not None:
+            self.sock.close()
 
 
 def is_loopback(host: str) -> bool:

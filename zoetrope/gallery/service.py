@@ -7,44 +7,22 @@ here, the command line only prints or writes it.
 
 from __future__ import annotations
 
-import datetime as dt
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 from zoetrope.base.errors import UserError
 from zoetrope.base.files import write_durable
-from zoetrope.loop.chainlog import LOG_NAME
+from zoetrope.loop.session import ServiceStart, service_start
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout that holds run_loop.py (zoetrope/gallery/service.py)
+__all__ = ["ServiceStart", "room_units", "service_files", "service_start", "write_units"]
 UNIT_NAMES = ("zoetrope-loop.service", "zoetrope-display.service", "zoetrope-kiosk.service")
 DESKTOP_NAME = "zoetrope-kiosk.desktop"
 
 
 # ------------------------------------------------------------------------------------------ a restart
-
-
-@dataclass(frozen=True)
-class ServiceStart:
-    """What `loop --service --out DIR` does now: resume the chain in `folder`, or start a new one there."""
-
-    folder: Path
-    resume: bool
-
-
-def service_start(out: Path | None, on_restart: str, now: dt.datetime | None = None) -> ServiceStart:
-    """A restart finds `out` holding a chain: resume it, or start a new chain beside it (`<out>-<time>`,
-    which `serve --latest` follows), as `service.on_restart` says. The first start begins `out` itself."""
-    if out is None:
-        raise UserError("--service needs --out DIR (the chain it resumes after a restart)")
-    if not (out / LOG_NAME).exists():
-        return ServiceStart(out, resume=False)
-    if on_restart == "resume":
-        return ServiceStart(out, resume=True)
-    if on_restart != "new":
-        raise ValueError(f"`on_restart` must be 'resume' or 'new' but is {on_restart!r}.")
-    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return ServiceStart(out.with_name(f"{out.name}-{stamp}"), resume=False)
+# What `loop --service` does with a folder that already holds a chain is the loop room's (loop/session.py), which
+# `loop` cannot import from here (rooms import downward); the names stay here for the unit tests and callers.
 
 
 # --------------------------------------------------------------------------------------------- units

@@ -1,9 +1,11 @@
-"""Running a chain to disk: loading its models, the header, resume, the services around it, a clean stop.
+"""Running a chain to disk: loading its models, the header, resume, the services around it, a clean stop;
+and what a service restart does with its folder (service_start).
 
-Everything that can be wrong with the user's input is checked before the output folder is created. The
-chain's writer lock (chainlog.lock_chain) is the caller's to take, right after those checks and before
-`open_models`, and to hold for the whole run (cli/main.py, curate/fork.py); the ChainWriter that start_run
-and reopen_run make takes its own reference, so a library caller that skips it is still one writer.
+The order of a run (check, lock, load, header, services, run) is loop/session.py's `run_loop`, which checks
+everything the user gave before a folder is created or a model loads, takes the chain's writer lock
+(chainlog.lock_chain) before `open_models` and holds it for the whole run; curate/fork.py does the same for a
+fork. The ChainWriter that start_run and reopen_run make takes its own reference, so a library caller that
+skips the lock is still one writer.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ def painter_entry(painter) -> dict:
 
     loras = [ref.as_header() for ref in loras_of(painter)]
     return painter.ref.as_header() | ({"loras": loras} if loras else {})
+
+
+def step_line(record: dict) -> str:
+    """One line per committed step, for a person watching: number, seconds, caption (or the start prompt) and
+    what happened (events)."""
+    caption = record["caption"] if record["caption"] is not None else f"(start prompt) {record['prompt']}"
+    flags = "".join(f" [{e['kind']}]" for e in record["events"])
+    return f"step {record['step']:>6}  {record['seconds']['total']:7.2f}s  {caption}{flags}"
 
 
 class StopFlag:
@@ -201,3 +211,49 @@ def drive(config: LoopConfig, painter, captioner, writer: ChainWriter, point: Re
 def default_run_folder(config: LoopConfig, root: Path = Path("renders/chains")) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return root / f"{config.name}-{stamp}"
+
+
+# ----------------------------------------------------------------- the steps of loop/session.py's run_loop
+
+
+def check_models(models: dict[str, tuple[str, str | None]], local: bool = True) -> None:
+    """Resolve every role's model name, and find it on this machine when the Hub cannot be used, before any
+    model loads: a bad captioner is reported before the painter's seconds of loading, not after."""
+    from zoetrope.stages.models import from_cache_only, resolve
+
+    refs = [resolve(role, spec, revision) for role, (spec, revision) in models.items()]
+    if local:
+        for ref in refs:
+            from_cache_only(ref)
+
+
+def read_resumed(folder: Path, steps: int | None, speed: dict):
+    """The log of the chain to resume (read under its lock), its config with --steps and the speed options
+    applied, and the logged (painter, captioner, revisions), each found before any model loads."""
+    from zoetrope.loop.chainlog import read_chain
+
+    logged = read_chain(folder)
+    config = LoopConfig.model_validate(logged.header["config"])
+    config = config.model_copy(update={"steps": steps if steps is not None else config.steps,
+                                       "speed": config.speed.model_copy(update=speed)})
+    p, c = logged.header["models"]["painter"], logged.header["models"]["captioner"]
+    check_models({"painter": (p["id"], p["revision"]), "captioner": (c["id"], c["revision"])})
+    return logged, config, (p["id"], c["id"], (p["revision"], c["revision"]))
+
+
+def reopen_logged(logged: ChainLog, config: LoopConfig, painter) -> tuple[ChainWriter, Resumable]:
+    """reopen_run, once the painter's fused LoRAs are those the chain was logged with."""
+    from zoetrope.stages.lora import lora_mismatches, loras_of
+
+    if changed := lora_mismatches(logged.header["models"]["painter"].get("loras") or [], loras_of(painter)):
+        raise UserError(f"{logged.folder}: {changed[0]}; a chain resumes with the LoRA files it was logged with")
+    return reopen_run(logged, config, painter)
+
+
+def discard_start(writer: ChainWriter, folder: Path, new: bool) -> None:
+    """A start that failed before its first step: close the writer and, for a chain this run began, remove its
+    header and start image (the lock's release then removes the folder if this run made it)."""
+    writer.close()
+    if new:
+        for name in (START_IMAGE, LOG_NAME):
+            (folder / name).unlink(missing_ok=True)

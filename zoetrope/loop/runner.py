@@ -129,6 +129,7 @@ class Runner:
         self.chain, self.writer, self.config, self.stop, self.extras = chain, writer, chain.config, stop, extras
         self.on_step, self.clock, self.sleep, self.disk_free = on_step, clock, sleep, disk_free
         self.state = extras.watchdog.state if extras.watchdog else LoopState(str(writer.folder))
+        self._stopped_in_commit = False  # a stop came while a step was being written (see `run`)
 
     # -------------------------------------------------------------------------------------- the loop
 
@@ -140,6 +141,9 @@ class Runner:
         n+1 is being painted: the models never wait for the disk. At most one commit is in flight, and
         step n+1's record is built only once step n is durable (it names step n's image and hash), so a
         crash loses at most the step being written and the one being painted, never a committed one.
+
+        A stop request finishes the current step, the one after the last announced: when it comes while step n
+        is still being written, that is step n, and step n+1 (already being painted) is not committed.
         """
         from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -171,7 +175,7 @@ class Runner:
                 if not self._wait_for_budget():
                     break
                 produced = self._produce(image)
-                if not settle() or produced is None:
+                if not settle() or produced is None or self._stopped_in_commit:
                     break
                 step, energy_j, from_start = produced
                 if from_start:
@@ -194,6 +198,8 @@ class Runner:
     def _commit_and_announce(self, record: dict, image: Image.Image) -> dict | None:
         committed = self._commit(record, image)
         if committed is not None:
+            # Asked to stop before this step was announced: it was the current step, the last one to keep.
+            self._stopped_in_commit = bool(self.stop.requested)
             self._after_commit(committed)
         return committed
 

@@ -8,10 +8,12 @@ Durations: `hold` and `transition` must be > 0 (a zero is almost always a typo);
 `transition: cut` (0 frames). A duration under half a frame rounds to 0 frames under the frame-count rule
 (docs/films.md).
 
-Engines: `engine:` (top level, default `walk`) names what renders a scene's segments (a segment is a keyframe's
-hold and its transition to the next); a keyframe's own `engine:` overrides it for the segment that starts at it.
-The engines' own limits (LTX: sizes that are multiples of 32) are checked here too, so no model loads for a
-script that cannot render.
+Engines: `engine:` (top level) names what renders a scene's segments (a segment is a keyframe's hold and its
+transition to the next); a keyframe's own `engine:` overrides it for the segment that starts at it. Left out
+(or `null`), a segment is drifted where a `motion:` applies to it and walked otherwise; a scene that names an
+engine and also has a scene-wide `motion:` is refused (which would win is not obvious). Which names exist and
+the engines' own limits (LTX: sizes that are multiples of 32) come from the engines' specs
+(settings/engines.py), checked here too, so no model loads for a script that cannot render.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pydantic import (
 )
 
 from zoetrope.base.errors import UserError
-from zoetrope.settings import scene_rules
+from zoetrope.settings import engines, scene_rules
 from zoetrope.settings.loop import LoraSettings
 from zoetrope.settings.media import AudioSpec, check_audio_field, check_image, field_error
 from zoetrope.settings.params import MAX_ROWS, SCHEDULERS, UpscaleSpec
@@ -43,7 +45,6 @@ from zoetrope.settings.timing import EASINGS, frame_count, transition_ts
 SCHEMA_VERSION = 1
 ANCESTRAL = {"euler_a"}  # add fresh noise every step: a walk through them flickers
 Easing = Literal["linear", "ease-in", "ease-out", "ease-in-out", "smoothstep"]
-Engine = Literal["walk", "ltx", "animatediff", "drift"]
 Size = Annotated[int, Field(ge=32, le=2048, multiple_of=8, description="pixels; a multiple of 8 (VAE downsampling)")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="names the frame-cache folder")]
 assert set(EASINGS) == set(Easing.__args__)  # one list of curves
@@ -60,7 +61,7 @@ class Keyframe(BaseModel):
     easing: Easing | None = Field(None, description="default: the scene's easing")
     subtitle: str | None = Field(None, min_length=1, description="shown from this keyframe to the next; .srt text")
     intertitle: str | None = Field(None, min_length=1, description="a title card for the first half of the hold")
-    engine: Engine | None = Field(None, description="renders the segment starting here (default: the scene's)")
+    engine: str | None = Field(None, description="renders the segment starting here (default: the scene's)")
     image: str | None = Field(None, description="a picture this keyframe is (ltx conditions its clips on it)")
     source: str | None = Field(None, description="where this keyframe came from (e.g. a screenplay line); "
                                                 "recorded in the film's sidecar")
@@ -80,6 +81,18 @@ class Keyframe(BaseModel):
     @classmethod
     def _image_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
         return check_image(value, info)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_known(cls, value: str | None) -> str | None:
+        return known_engine(value)
+
+
+def known_engine(value: str | None) -> str | None:
+    """An engine name that some engine module registered (settings/engines.py)."""
+    if value is not None and not engines.known(value):
+        raise ValueError(f"expected one of {', '.join(engines.engine_names())} (got {value!r})")
+    return value
 
 
 class SceneScript(BaseModel):
@@ -105,7 +118,10 @@ class SceneScript(BaseModel):
     burn_subtitles: bool = Field(False, description="draw subtitles on the frames (the .srt is always written)")
     audio: AudioSpec | None = Field(None, description="audio file, relative to the script; cut to the picture; "
                                     "or {file, sync, snap, start, end}")
-    engine: Engine = Field("walk", description="walk (latent walk of the painter), ltx or animatediff")
+    engine: str | None = Field(None, description="what renders the segments: walk (latent walk of the painter), "
+                               "ltx, animatediff, drift...; default: drift where a motion applies, else walk")
+    models: dict[str, str] = Field(default_factory=dict, description="role -> model, for an engine's roles that "
+                                   "have no field of their own (--models ROLE= overrides)")
     ltx_model: str = Field("ltx-video", description="the ltx engine's model: preset, folder or Hub id (--models ltx=)")
     motion_adapter: str = Field("animatediff-v1-5-3", description="the animatediff engine's motion adapter, over "
                                 "`model` (an SD 1.5-family painter); --models animatediff=")
@@ -132,6 +148,11 @@ class SceneScript(BaseModel):
     @classmethod
     def _audio_exists(cls, value, info: ValidationInfo):
         return check_audio_field(value, info)
+
+    @field_validator("engine")
+    @classmethod
+    def _engine_known(cls, value: str | None) -> str | None:
+        return known_engine(value)
 
     # Frame counts and walk positions set by an audio-synced render (film/audio_sync.py): None follows the rule.
     _frames: list[tuple[int, int]] | None = PrivateAttr(None)
@@ -180,14 +201,14 @@ class SceneScript(BaseModel):
 
     def engine_of(self, i: int) -> str:
         """The engine of the segment that starts at keyframe i (its hold and its transition to i + 1): its own
-        `engine:`, else `drift` where a `motion:` applies (the keyframe's, or the scene's when the scene names
-        no engine), else the scene's."""
+        `engine:`, else the motion engine where a `motion:` applies (the keyframe's or the scene's), else the
+        scene's `engine:`, else the default engine. `engine: null` and no `engine:` are the same."""
         keyframe = self.keyframes[i]
         if keyframe.engine:
             return keyframe.engine
-        if keyframe.motion is not None or (self.motion is not None and "engine" not in self.model_fields_set):
-            return "drift"
-        return self.engine
+        if keyframe.motion is not None or self.motion is not None:
+            return engines.motion_engine() or self.engine or engines.default_engine()
+        return self.engine or engines.default_engine()
 
     def color_coherence_of(self, i: int) -> str:
         return self.keyframes[i].color_coherence or self.color_coherence

@@ -7,11 +7,10 @@ runs them in this order (settings/scene.py `_rules`). Torch-free.
 
 from __future__ import annotations
 
+from zoetrope.settings.engines import engine_names, spec_of
 from zoetrope.settings.media import field_error
 from zoetrope.settings.schedules import check_keys, check_motion
 from zoetrope.settings.timing import frame_count
-
-ENGINE_SIZE_MULTIPLE = {"walk": 8, "ltx": 32, "animatediff": 8, "drift": 8}  # VAE downsampling; LTX's VAE x patches
 
 
 def check(script) -> None:
@@ -26,9 +25,10 @@ def guidance_schedule(script) -> None:
     if isinstance(script.guidance, dict):
         check_keys(script.guidance, field=("guidance",), fps=script.fps, within="scene",
                    frames_total=script.frame_count())
-        others = [e for e in script.engines() if e in ("ltx", "animatediff")]
+        others = [e for e in script.engines() if not spec_of(e).frame_guidance]
         if others:
-            raise field_error(("guidance",), f"a guidance schedule needs walk or drift segments; the {others[0]} "
+            takers = " or ".join(e for e in engine_names() if spec_of(e).frame_guidance)
+            raise field_error(("guidance",), f"a guidance schedule needs {takers} segments; the {others[0]} "
                               "engine takes one number", None)
 
 
@@ -42,9 +42,10 @@ def audio_gain_keys(script) -> None:
 
 
 def loras_fit_engines(script) -> None:
-    """LoRA styles are fused into the walk's and the drift's painter; AnimateDiff loads its own, without them."""
-    if script.loras and "animatediff" in script.engines():
-        raise field_error(("loras",), "the animatediff engine does not take LoRA styles yet", None)
+    """LoRA styles are fused into the painter; an engine that loads its own (AnimateDiff) says it takes none."""
+    refusing = [e for e in script.engines() if not spec_of(e).loras]
+    if script.loras and refusing:
+        raise field_error(("loras",), f"the {refusing[0]} engine does not take LoRA styles yet", None)
 
 
 def fps_out_above_fps(script) -> None:
@@ -54,9 +55,13 @@ def fps_out_above_fps(script) -> None:
 
 
 def motions(script) -> None:
-    """A `motion:` only where a drift renders, its schedules inside their span and its strengths real."""
+    """A `motion:` only where an engine that renders motions does (drift), its schedules inside their span and
+    its strengths real; a scene-wide motion with a scene `engine:` is refused (one would silently lose)."""
+    if script.motion is not None and script.engine is not None and not spec_of(script.engine).motion:
+        raise field_error(("motion",), f"a scene-wide motion drifts every segment; the scene's engine is "
+                          f"{script.engine} (drop `engine:`, or move the motion to the keyframes it drifts)", None)
     for i, keyframe in enumerate(script.keyframes):
-        if keyframe.motion is not None and script.engine_of(i) != "drift":
+        if keyframe.motion is not None and not spec_of(script.engine_of(i)).motion:
             raise field_error(("keyframes", i, "motion"), f"a motion needs the drift engine, not {script.engine_of(i)}",
                               None)
         check_motion(keyframe.motion, loc=("keyframes", i, "motion"), fps=script.fps, steps=script.steps,
@@ -68,7 +73,7 @@ def motions(script) -> None:
 def engine_sizes(script) -> None:
     """Each engine's size rule, named at the field (a size the engine cannot take loads no model)."""
     for engine in script.engines():
-        multiple = ENGINE_SIZE_MULTIPLE[engine]
+        multiple = spec_of(engine).size_multiple
         for field in ("width", "height"):
             value = getattr(script, field)
             if value % multiple:

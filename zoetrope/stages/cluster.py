@@ -25,6 +25,7 @@ from typing import Any
 from zoetrope.base.errors import UserError
 from zoetrope.base.extras import install_hint
 from zoetrope.settings.params import SpeedOptions
+from zoetrope.stages.protocols import WAIT
 
 LOAD_SECONDS = float(os.environ.get("ZOETROPE_RAY_LOAD_SECONDS", 600))  # a worker's model load, at most
 PROBE_SECONDS = 5.0  # a TCP connection to a ray:// address: an unreachable one fails well under 10 s
@@ -32,7 +33,6 @@ MAX_LOCAL_WORKERS = 64
 RESTARTS = 3  # per actor: a worker process killed (kill -9, OOM) restarts and reloads its models
 IN_FLIGHT = 2  # tasks queued per worker, so it never idles while the driver takes a result and sends more
 INSTALL = f"Ray is not installed; install it with {install_hint('ray')}"
-WAIT = object()  # what a WorkerPool.ordered task source returns when its next task waits on a result in flight
 FORMS = "local:N (N workers on this machine), auto (the Ray cluster this machine is part of) or ray://host:port"
 
 
@@ -97,8 +97,9 @@ def one_line(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class ModelSpec:
     """What each worker loads: the painter and/or the captioner (spec, revision), device, speed, CPU threads,
-    and a film's clip painters: `ltx`, `motion` (AnimateDiff's adapter over `motion_base`) with `memory`
-    (vae_tiling, cpu_offload). All load at the worker's start, so a failing one stops the pool's start."""
+    and a film's clip painters (`clips`: engine -> (loader, its keyword arguments), each loader called as
+    `loader(device, **kwargs)`; film/engines/ names them). All load at the worker's start, so a failing one
+    stops the pool's start."""
 
     painter: str | None = None
     painter_revision: str | None = None
@@ -107,13 +108,7 @@ class ModelSpec:
     device: str | None = None
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     threads: int | None = None  # intra-op threads of CPU workers; None: the driver's (see the top)
-    ltx: str | None = None
-    ltx_revision: str | None = None
-    motion: str | None = None
-    motion_revision: str | None = None
-    motion_base: str | None = None  # the SD 1.5-family painter the motion adapter animates
-    motion_base_revision: str | None = None
-    memory: dict = field(default_factory=dict)
+    clips: dict[str, tuple[Callable, dict]] = field(default_factory=dict)
 
 
 class WorkerFailed(Exception):
@@ -128,7 +123,7 @@ class ModelWorker:
 
         self.state: dict[str, Any] = {}  # what a callable keeps between calls (a walk's keyframe latents)
         self.painter = self.captioner = self.plan = None
-        self.clips: dict[str, Any] = {}  # engine -> clip painter (a drift's are made per call: film/distributed)
+        self.clips: dict[str, Any] = {}  # engine -> clip painter (a drift's is made on first use: film/engines)
         self.where = f"ray worker {ray.util.get_node_ip_address()} pid {os.getpid()}"
         self.error: str | None = None
         try:
@@ -145,17 +140,8 @@ class ModelWorker:
                 self.painter = load_painter(spec.painter, self.plan, spec.painter_revision, spec.speed)
             if spec.captioner:
                 self.captioner = load_captioner(spec.captioner, self.plan, spec.captioner_revision)
-            if spec.ltx:
-                from zoetrope.stages.ltx import load_ltx
-
-                self.clips["ltx"] = load_ltx(spec.ltx, pick_device(spec.device, "bf16"), spec.ltx_revision,
-                                             **spec.memory)
-            if spec.motion:
-                from zoetrope.stages.animatediff import load_animatediff
-
-                self.clips["animatediff"] = load_animatediff(
-                    spec.motion, spec.motion_base, self.plan, adapter_revision=spec.motion_revision,
-                    painter_revision=spec.motion_base_revision, **spec.memory)
+            for engine, (load, kwargs) in spec.clips.items():
+                self.clips[engine] = load(spec.device, **kwargs)
         except Exception as exc:  # answered on every call, so the driver stops with it instead of waiting
             self.error = f"{self.where}: {one_line(exc)}"
 
@@ -196,7 +182,11 @@ class ModelWorker:
 
 
 class WorkerPool:
-    """The workers of one command, all holding the same models; `close()` ends them (and a local instance)."""
+    """The workers of one command, all holding the same models; `close()` ends them (and a local instance).
+    A stages.protocols.Executor: a film's units go to `ordered` as they would to stages.lanes.LocalPool."""
+
+    lanes = 1  # CPU lanes are a local pool's; a worker runs one call at a time
+    remote = True  # frames come back as PNG bytes, encoded on the workers
 
     def __init__(self, ray, actors: list, infos: list[dict], owns_instance: bool):
         self._ray, self.actors, self.infos, self._owns = ray, actors, infos, owns_instance
@@ -355,9 +345,9 @@ def open_pool(address: str, spec: ModelSpec, workers: int | None = None) -> Work
     ray = import_ray()
     local = lambda s: str(Path(s).expanduser().resolve()) if s and Path(s).expanduser().is_dir() else s  # noqa: E731
     spec = ModelSpec(local(spec.painter), spec.painter_revision, local(spec.captioner), spec.captioner_revision,
-                     spec.device, spec.speed, spec.threads or torch.get_num_threads(), local(spec.ltx),
-                     spec.ltx_revision, local(spec.motion), spec.motion_revision, local(spec.motion_base),
-                     spec.motion_base_revision, spec.memory)
+                     spec.device, spec.speed, spec.threads or torch.get_num_threads(),
+                     {engine: (load, {k: local(v) if isinstance(v, str) else v for k, v in kwargs.items()})
+                      for engine, (load, kwargs) in spec.clips.items()})
     started, n, options = _connect(ray, parsed, spec.device != "cpu")
     n = min(n, workers) if workers else n
     remote = ray.remote(**options)(ModelWorker)

@@ -62,8 +62,7 @@ def intra_op_threads(threads: int | None) -> Iterator[None]:
 def cpu_lanes(painter, params) -> int:
     """How many calls to run at once: the process's intra-op thread count on CPU (at most LANES_MAX) when the
     painter's calls may run side by side (`Painter.concurrent`: its lean path, a scheduler per call); else 1."""
-    concurrent = getattr(painter, "concurrent", None)
-    if painter.plan.device != "cpu" or concurrent is None or not concurrent(params):
+    if painter.plan.device != "cpu" or not painter.concurrent(params):
         return 1
     return max(1, min(torch.get_num_threads(), LANES_MAX))
 
@@ -76,32 +75,77 @@ def lanes_for(painter, params, threads: int | None) -> int:
 def in_order(paint: Callable[[Batch], Result], batches: Iterable[Batch], lanes: int
              ) -> Iterator[tuple[Batch, Result]]:
     """(batch, paint(batch)) for each batch, in the order given, with up to `lanes` calls running at once, each
-    on a lane thread of one intra-op thread (`lanes` 1: on this thread, as it is). `batches` is drawn lazily,
-    one ahead of what finished, so a producer that skips work done meanwhile (a shared cache) still can. A
-    failed call re-raises here, in order; calls not yet started are cancelled."""
-    if lanes <= 1:
-        for batch in batches:
-            yield batch, paint(batch)
-        return
-    main_threads = torch.get_num_threads()
-    flight: deque[tuple[Batch, Future]] = deque()
-    stop = threading.Event()
+    on a lane thread of one intra-op thread (`lanes` 1: on this thread, as it is): LocalPool's `ordered` for a
+    plain iterable. `batches` is drawn lazily, as lanes free up, so a producer that skips work done meanwhile
+    (a shared cache) still can. A failed call re-raises here, in order; calls not yet started are cancelled."""
+    source = iter(batches)
+    end = object()
 
-    def start_lane() -> None:
-        torch.set_num_threads(1)
-        _lane.stop = stop
+    def next_task() -> tuple | None:
+        batch = next(source, end)
+        return None if batch is end else (batch,)
 
-    pool = ThreadPoolExecutor(lanes, thread_name_prefix="paint-lane", initializer=start_lane)
-    try:
-        for batch in batches:
-            flight.append((batch, pool.submit(paint, batch)))
-            if len(flight) >= lanes:
+    for (batch,), result in LocalPool(None, lanes).ordered(next_task, lambda _worker, b: paint(b)):
+        yield batch, result
+
+
+class LocalPool:
+    """The film's Executor in this process (stages.protocols.Executor): its tasks run `fn(worker, *task)` on
+    `worker` (the loaded models: `painter`, `clips`, `state`), up to `lanes` at once on lane threads of one
+    intra-op thread each (`lanes` 1: on this thread, as it is). The same tasks go to Ray workers with
+    `render --ray` (stages.cluster.WorkerPool.ordered has the same contract)."""
+
+    remote = False  # frames stay images; the film's writer thread encodes them while the next calls run
+
+    def __init__(self, worker, lanes: int = 1):
+        self.worker, self.lanes = worker, max(1, lanes)
+
+    def put(self, value):
+        return value
+
+    def ordered(self, next_task: Callable, fn: Callable) -> Iterator[tuple[tuple, object]]:
+        """(task, fn(worker, *task)) in task order; a WAIT from `next_task` first yields what is in flight (its
+        result may be what the waiting task needs: the caller writes it), then asks again."""
+        from zoetrope.stages.protocols import WAIT
+
+        def tasks() -> Iterator[tuple]:
+            while True:
+                task = next_task()
+                if task is None:
+                    return
+                yield task
+
+        if self.lanes <= 1:
+            for task in tasks():
+                if task is WAIT:
+                    raise RuntimeError("a task waits on a result that nothing in flight will give")
+                yield task, fn(self.worker, *task)
+            return
+        main_threads = torch.get_num_threads()
+        flight: deque[tuple[tuple, Future]] = deque()
+        stop = threading.Event()
+
+        def start_lane() -> None:
+            torch.set_num_threads(1)
+            _lane.stop = stop
+
+        pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="paint-lane", initializer=start_lane)
+        try:
+            while True:
+                task = next_task() if len(flight) < self.lanes else WAIT
+                if task is None:
+                    break
+                if task is WAIT:
+                    if not flight:
+                        raise RuntimeError("a task waits on a result that nothing in flight will give")
+                    done, future = flight.popleft()
+                    yield done, future.result()
+                    continue
+                flight.append((task, pool.submit(fn, self.worker, *task)))
+            while flight:
                 done, future = flight.popleft()
                 yield done, future.result()
-        while flight:
-            done, future = flight.popleft()
-            yield done, future.result()
-    finally:
-        stop.set()  # calls still running (an early end) stop at their next step
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(main_threads)  # the default for threads started later (see the top)
+        finally:
+            stop.set()  # calls still running (an early end) stop at their next step
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(main_threads)  # the default for threads started later (see the top)

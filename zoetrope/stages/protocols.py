@@ -18,6 +18,7 @@ ask `isinstance(x, PainterLike)`; that checks that the members exist, not their 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -67,10 +68,20 @@ class PainterLike(Protocol):
 
 @runtime_checkable
 class WalkPainterLike(PainterLike, Protocol):
-    """What the film walk needs on top: embeddings to lerp, noise to slerp, and paint from both."""
+    """What the film walk needs on top: embeddings to lerp, noise to slerp, and paint from both; how it decodes
+    (part of the walk's call shape) and whether its calls may run side by side (CPU lanes)."""
 
     @property
     def plan(self) -> DevicePlan: ...
+
+    @property
+    def decodes_per_row(self) -> bool:
+        """Latents are decoded one at a time (film/walk.py call_shape; it is in every frame key)."""
+        ...
+
+    def concurrent(self, params: PaintParams) -> bool:
+        """Calls with `params` may run on several threads at once (stages/lanes.py)."""
+        ...
 
     def encode(
         self, prompts: list[str], negative_prompts: list[str] | None, guidance: float
@@ -88,6 +99,8 @@ class WalkPainterLike(PainterLike, Protocol):
         prompt_embeds: dict[str, torch.Tensor] | None = None,
         negative_prompts: list[str] | None = None,
         init_images: list[Image.Image] | None = None,
+        guidance_rows: list[float] | None = None,
+        keep: int | None = None,
     ) -> list[Image.Image]: ...
 
 
@@ -158,3 +171,35 @@ class ClipPainterLike(Protocol):
         """Exactly `request.frames` RGB frames of `request.width` x `request.height`; deterministic for equal
         requests on one device (explicit generator seeded with `request.seed`)."""
         ...
+
+
+WAIT = object()  # what an Executor's task source returns when its next task waits on a result still in flight
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Where a film's units are painted (film/engines/run.py): this process (`stages.lanes.LocalPool`) or Ray
+    workers (`stages.cluster.WorkerPool`). The same tasks and the same `fn` run on either, so where a unit is
+    painted never changes its frames."""
+
+    lanes: int  # calls run side by side in this process (CPU lanes); 1 for Ray workers
+    remote: bool  # results travel back from other processes (frames come as PNG bytes, encoded there)
+
+    def ordered(self, next_task, fn) -> Iterator[tuple[tuple, object]]:
+        """`fn(worker, *task)` for each task `next_task()` gives (None: no more; WAIT: ask again after the next
+        result), yielded as (task, result) in task order. `worker` holds the models: `painter`, `clips`
+        (engine -> clip painter) and `state` (a dict a callable keeps between calls)."""
+        ...
+
+    def put(self, value: object) -> object:
+        """A value sent to the workers once however many tasks name it (`unbox` reads it there)."""
+        ...
+
+
+def unbox(value: object) -> object:
+    """On a worker: what `Executor.put` stored (a Ray object reference is fetched; a local value is itself)."""
+    if type(value).__name__ == "ObjectRef":
+        import ray
+
+        return ray.get(value)
+    return value

@@ -1,4 +1,7 @@
-"""Video engines: a scene's segments rendered by a video model (ltx, animatediff) in chunks, cached per chunk.
+"""Clip engines' shared planning: a scene's segments rendered by a clip model in chunks, cached per chunk.
+
+Used by the engines that paint clips (engines/ltx.py, engines/animatediff.py, engines/drift.py); below, each
+behaviour is said of the kind of clip painter that has it (takes conditions; drifts frame by frame; travels).
 
 A segment is keyframe i's hold and its transition to keyframe i + 1: round(hold x fps) + round(transition x fps)
 film frames, exactly as the walk counts them (docs/films.md). A video engine renders a segment as one clip from
@@ -8,19 +11,19 @@ keyframe i's prompt, in chunks of at most `painter.max_frames` frames per model 
   is one call of `painter.call_frames(s + w + e)` frames (LTX: the smallest 8k+1), where e = 1 when the clip
   ends on the next keyframe's picture (placed just after the chunk's last frame). Surplus frames at the end are
   dropped, so the film has exactly the planned frames.
-- **Continuity (engines that take conditions: ltx, drift).** A segment's first chunk starts from keyframe i's
+- **Continuity (clip painters that take conditions: LTX, the drift).** A segment's first chunk starts from keyframe i's
   `image:` when it has one (kept: it is the segment's first frame); else from the film's previous frame in this
   scene, whatever engine made it (an overlap of 1, dropped). A chunk that continues a segment starts from the
   previous chunk's last TAIL_FRAMES frames (1 for models with short calls; dropped). An ltx segment's last chunk
   heads for the next keyframe's picture when there is one (its `image:`, or its painted still when the next
   segment is a walk that shows it), placed just after the segment's last frame: LTX holds frame-0 conditions
   exactly and guides later ones, so the clip travels toward that picture rather than landing on its pixels.
-- **Drift.** Each frame is the previous one warped by the segment's motion values and repainted image-to-image
+- **Drifting engines** (`drifts`). Each frame is the previous one warped by the segment's motion values and repainted image-to-image
   (stages/drift.py); seeds advance per frame (seed + frame), the motion schedules are evaluated per frame and
   are part of the key, and with `color_coherence: match_first` every frame keeps the palette of the segment's
   first picture (its `image:`, the film's frame before it, or its own first frame). Chunks of 9 frames resume
   a killed render from at most 8 frames back.
-- **Travel (animatediff).** The prompt holds through the hold and travels to the next keyframe's prompt over
+- **Travel (clip painters without conditions: AnimateDiff).** The prompt holds through the hold and travels to the next keyframe's prompt over
   the transition (FreeNoise prompt interpolation); chunks of a long segment are independent clips.
 
 Each chunk's key hashes everything that determines its frames: the engine and its model identity (ids,
@@ -29,24 +32,25 @@ and the conditioning frames' hashes. A given image's hash is its file's sha256; 
 named by its own key (which determines it), so keys are known before anything renders, the encoder can stream,
 and editing one keyframe changes exactly the chunks that depend on it (for conditioned clips, the later ones
 too). A chunk is written as one folder `<cache>/<key>/NNNN.png`, under a temp name renamed whole: a killed
-render leaves whole chunks or none, and resumes from the last complete one.
+render leaves whole chunks or none, and resumes from the last complete one. On CPU a chunk's call runs at one
+intra-op thread (CPU kernels sum in an order that depends on the thread count; the key says so), as the walk's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoetrope.base.errors import UserError
 from zoetrope.base.files import sha256_file_remembered, sweep_temps, temp_name
+from zoetrope.film.engines.run import RenderStats, Unit
 from zoetrope.settings.scene import SceneScript
 
 CHUNK_VERSION = 1  # bump when the rendering of a chunk changes: it is part of every chunk key
-TAIL_FRAMES = 9  # a continuing ltx chunk starts from the previous chunk's last 9 frames (8k+1: one latent frame+1)
-VIDEO_ENGINES = ("ltx", "animatediff")
+TAIL_FRAMES = 9  # a continuing LTX chunk starts from the previous chunk's last 9 frames (8k+1: one latent frame+1)
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,9 @@ class Chunk:
     skip: int
     frames: int
     conditions: tuple[Condition, ...]
-    motion: dict[str, tuple[float, ...]] | None = None  # drift: per call frame values
-    reference: Source | None = None  # drift with color_coherence match_first: the palette to keep
+    motion: dict[str, tuple[float, ...]] | None = None  # a drift's per call frame values
+    reference: Source | None = None  # a drift with color_coherence match_first: the palette to keep
+    threads: int | None = None  # intra-op threads of the call (1 on CPU: see the top); None: the process's
     key: str = ""
 
     def folder(self, cache: Path) -> Path:
@@ -100,22 +105,6 @@ class Chunk:
         if self.reference is not None:
             record["color_reference"] = self.reference.digest
         return record
-
-
-@dataclass
-class ChunkStats:
-    cached: int = 0
-    rendered: int = 0
-    frames: int = 0
-    seconds: float = 0.0
-    rendered_segments: set[int] = field(default_factory=set)
-
-    def summary(self) -> str:
-        rate = f", {self.frames / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
-        segments = ""
-        if self.rendered_segments:
-            segments = f" (segments {', '.join(str(i) for i in sorted(self.rendered_segments))})"
-        return f"{self.cached} chunks cached, {self.rendered} rendered{segments}{rate}"
 
 
 def segment_frames(script: SceneScript, i: int) -> tuple[int, int]:
@@ -141,6 +130,8 @@ def chunk_key(chunk: Chunk, identity: dict, script: SceneScript, width: int, hei
         record["motion"] = {name: [float(v).hex() for v in values] for name, values in sorted(chunk.motion.items())}
     if chunk.reference is not None:
         record["reference"] = chunk.reference.digest
+    if chunk.threads is not None:  # CPU calls at a fixed thread count (0.8 on); None keys as before
+        record["threads"] = chunk.threads
     return "c" + hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:31]
 
 
@@ -161,15 +152,18 @@ def travel_prompts(script: SceneScript, i: int, hold: int, length: int, start: i
 
 
 def plan_segment(script: SceneScript, i: int, engine: str, painter, identity: dict, width: int, height: int,
-                 cache: Path, previous: Source | None, next_still: Source | None, start_frame: int = 0) -> list[Chunk]:
+                 cache: Path, previous: Source | None, next_still: Source | None, start_frame: int = 0,
+                 drifts: bool = False) -> list[Chunk]:
     """The chunks of segment i (rendered by `engine` with `painter`, a ClipPainterLike), keyed. `previous`: the
     scene's frame before this segment; `next_still`: the next keyframe's picture, when it has one;
-    `start_frame`: where the segment starts in the scene (a scene's motion schedules count from there)."""
+    `start_frame`: where the segment starts in the scene (a scene's motion schedules count from there);
+    `drifts`: the engine moves frame by frame (see the top: motion values, per-frame seeds, no ending)."""
     hold, transition = segment_frames(script, i)
     remaining = hold + transition
     conditioned = painter.takes_conditions
     tail = TAIL_FRAMES if painter.max_frames >= 2 * TAIL_FRAMES + 2 else 1
-    drift = engine == "drift"
+    drift = drifts
+    threads = 1 if identity.get("device") == "cpu" else None
     ending = next_still if conditioned and not drift else None  # a drift moves on; it cannot end on a picture
     motion = _motion_values(script, i, start_frame, remaining) if drift else None
     first = script.keyframes[i].image
@@ -203,7 +197,8 @@ def plan_segment(script: SceneScript, i: int, engine: str, painter, identity: di
         call = painter.call_frames(skip + take + len(end))
         prompts = {0: script.prompt_of(i)} if conditioned else travel_prompts(script, i, hold, take, done)
         seed = (script.seed_of(i) + (done - skip if drift else k)) % 2**31  # a drift's seeds advance per frame
-        chunk = Chunk(i, k, engine, seed, prompts, script.negative_of(i), call, skip, take, start + end)
+        chunk = Chunk(i, k, engine, seed, prompts, script.negative_of(i), call, skip, take, start + end,
+                      threads=threads)
         if drift:
             chunk.motion = {name: tuple(values[min(max(0, done - skip + c), len(values) - 1)] for c in range(call))
                             for name, values in motion.items()}
@@ -265,26 +260,30 @@ def clip_request(chunk: Chunk, script: SceneScript, width: int, height: int, loa
                        color_reference=reference)
 
 
-def paint_chunk(painter, chunk: Chunk, request) -> list[bytes]:
-    """The model call; the chunk's used frames as PNG bytes (what write_chunk stores, here or from a worker)."""
-    from zoetrope.base import png
+def paint_chunk(painter, chunk: Chunk, request) -> list:
+    """The model call at the chunk's intra-op threads; the chunk's used frames (images)."""
+    from zoetrope.stages.lanes import intra_op_threads
 
-    frames = painter.paint_clip(request)[chunk.skip:chunk.skip + chunk.frames]
+    with intra_op_threads(chunk.threads):
+        frames = painter.paint_clip(request)[chunk.skip:chunk.skip + chunk.frames]
     if len(frames) != chunk.frames:
         raise RuntimeError(f"the {chunk.engine} model returned {len(frames) + chunk.skip} frames, not {chunk.call_frames}")
-    return [png.encode(image) for image in frames]
+    return frames
 
 
-def write_chunk(chunk: Chunk, cache: Path, frames: list[bytes]) -> None:
-    """The chunk's frames as one folder, renamed into place whole."""
+def write_chunk(chunk: Chunk, cache: Path, frames: list) -> None:
+    """The chunk's frames (PNG bytes or images) as one folder, renamed into place whole."""
     import os
+    import shutil
+
+    from zoetrope.base import png
 
     folder = chunk.folder(cache)
     staging = temp_name(folder)
     try:
         staging.mkdir(parents=True)
-        for n, data in enumerate(frames):
-            (staging / f"{n:04d}.png").write_bytes(data)
+        for n, frame in enumerate(frames):
+            (staging / f"{n:04d}.png").write_bytes(frame if isinstance(frame, bytes) else png.encode(frame))
         try:
             os.rename(staging, folder)
         except OSError:  # another render sharing the cache finished it first: same bytes
@@ -294,14 +293,7 @@ def write_chunk(chunk: Chunk, cache: Path, frames: list[bytes]) -> None:
         raise UserError(f"{folder}: cannot write the chunk ({exc.strerror or exc})") from None
     finally:
         if staging.exists():
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def render_chunk(painter, chunk: Chunk, cache: Path, script: SceneScript, width: int, height: int) -> None:
-    """One model call; its used frames written as one folder, renamed into place whole."""
-    write_chunk(chunk, cache, paint_chunk(painter, chunk, clip_request(chunk, script, width, height)))
 
 
 def _fit(image, width: int, height: int):
@@ -313,30 +305,90 @@ def _fit(image, width: int, height: int):
     return ImageOps.fit(image, (width, height))
 
 
-def render_chunks(painter, chunks: list[Chunk], cache: Path, script: SceneScript, width: int, height: int,
-                  progress=None, feed=None) -> ChunkStats:
-    """Render the chunks not in `cache`, in film order (a conditioned chunk needs the frames before it)."""
+def _paint_chunk(worker, engine, chunk: Chunk, script: SceneScript, width: int, height: int,
+                 files: dict[str, bytes], encode: bool) -> list:
+    """Wherever the unit runs: the engine's clip painter there, its conditioning pictures read from the bytes
+    sent with the task; PNG bytes when the frames travel back from a worker, else images."""
+    import io
+
+    from PIL import Image
+
+    from zoetrope.base import png
+
+    def load(path):
+        with Image.open(io.BytesIO(files[str(path)])) as im:
+            return im.convert("RGB")
+
+    clip = engine.worker_clip(worker, script)  # `engine`: a base.Engine (sent by reference to its class)
+    with worker.state.setdefault("clip_lock", threading.Lock()):  # a clip pipeline is one call at a time; walk
+        frames = paint_chunk(clip, chunk, clip_request(chunk, script, width, height, load))  # lanes go on
+    return [png.encode(image) for image in frames] if encode else frames
+
+
+class ChunkUnit(Unit):
+    """One chunk as a unit of the render path (engines/run.py)."""
+
+    fn = staticmethod(_paint_chunk)
+
+    def __init__(self, scene: str, chunk: Chunk, script: SceneScript, width: int, height: int, cache: Path,
+                 engine):
+        self.scene, self.engine, self.segments, self.owner = scene, chunk.engine, (chunk.segment,), engine
+        self.order = (chunk.segment, chunk.index)
+        self.chunk, self.script, self.width, self.height, self.cache = chunk, script, width, height, cache
+
+    @property
+    def frames(self) -> int:
+        return self.chunk.frames
+
+    def done(self) -> bool:
+        return self.chunk.folder(self.cache).is_dir()
+
+    def sources(self) -> list[Path]:
+        c = self.chunk
+        return [s.path for x in c.conditions for s in x.sources] + ([c.reference.path] if c.reference else [])
+
+    def args(self, executor) -> tuple | None:
+        if self.done():
+            self.found = self.chunk.frames
+            return None
+        files = {str(path): path.read_bytes() for path in self.sources()}
+        return (self.owner, self.chunk, self.script, self.width, self.height, files, executor.remote)
+
+    def write(self, args: tuple, frames: list) -> int:
+        write_chunk(self.chunk, self.cache, frames)
+        return self.chunk.frames
+
+
+def chunk_units(scene: str, chunks: list[Chunk], script: SceneScript, width: int, height: int, cache: Path,
+                engine) -> list[ChunkUnit]:
+    """The chunks of `engine` (a base.Engine) as units, their cache made ready (what killed renders left
+    half-written swept)."""
     cache.mkdir(parents=True, exist_ok=True)
     sweep_temps(cache)
-    stats = ChunkStats()
-    start = time.perf_counter()
-    for chunk in chunks:
-        if feed is not None and feed.consumer_error is not None:
-            raise feed.consumer_error
-        if chunk.folder(cache).is_dir():
-            stats.cached += 1
-        else:
-            sources = [s for c in chunk.conditions for s in c.sources] + [chunk.reference] * (chunk.reference is not None)
-            for source in sources:
-                if feed is not None:
-                    feed.wait(source.path)
-            render_chunk(painter, chunk, cache, script, width, height)
-            stats.rendered += 1
-            stats.frames += chunk.frames
-            stats.rendered_segments.add(chunk.segment)
-        if progress is not None:
-            progress.update(chunk.frames)
-        if feed is not None:
-            feed.saved()
-    stats.seconds = time.perf_counter() - start
-    return stats
+    return [ChunkUnit(scene, c, script, width, height, cache, engine) for c in chunks]
+
+
+class GivenClip:
+    """An engine stand-in whose worker holds the clip painter under the engine's name (render_chunks)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def worker_clip(self, worker, script):
+        return worker.clips[self.name]
+
+
+def render_chunks(painter, chunks: list[Chunk], cache: Path, script: SceneScript, width: int, height: int,
+                  progress=None, feed=None) -> RenderStats:
+    """The chunks `cache` lacks painted here by `painter` (one clip engine's), in film order."""
+    from types import SimpleNamespace
+
+    from zoetrope.film.engines.run import render_units
+    from zoetrope.stages.lanes import LocalPool
+
+    engines = {c.engine for c in chunks}
+    worker = SimpleNamespace(painter=None, clips=dict.fromkeys(engines, painter), state={})
+    units = [u for e in engines for u in chunk_units("scene", [c for c in chunks if c.engine == e], script, width,
+                                                     height, cache, GivenClip(e))]
+    stats = render_units(LocalPool(worker), sorted(units, key=lambda u: u.order), progress, feed)
+    return next(iter(stats.values()), RenderStats())
