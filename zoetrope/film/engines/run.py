@@ -38,7 +38,8 @@ class RenderStats:
         rate = f", {self.rendered / self.seconds:.1f} frames/s" if self.rendered and self.seconds > 0 else ""
         calls = f" in {self.calls} call{'s' * (self.calls != 1)}" if self.calls else ""
         lanes = f" on {self.lanes} CPU lanes" if self.rendered and self.lanes > 1 else ""
-        return f"{self.cached} frames cached, {self.rendered} rendered{calls}{rate}{lanes}"
+        where = f" (segments {', '.join(map(str, sorted(self.segments)))})" if self.segments else ""
+        return f"{self.cached} frames cached, {self.rendered} rendered{calls}{where}{rate}{lanes}"
 
 
 class Unit:
