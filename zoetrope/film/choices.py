@@ -34,18 +34,19 @@ def film_engines(film: Film) -> list[str]:
     return list(dict.fromkeys(e for _, s in film.scenes for e in s.engines()))
 
 
+def _roles_of(engines) -> list[str]:
+    """The engines' roles, each once: the painter first, then the others in the engines' order."""
+    return sorted(dict.fromkeys(r for e in engines for r in e.spec.roles), key=lambda r: r != "painter")
+
+
 def roles_used(film: Film) -> list[str]:
-    """The roles the film's engines need: the painter first, then the others in the engines' order."""
-    roles = list(dict.fromkeys(r for e in film_engines(film) for r in engine(e).spec.roles))
-    roles.sort(key=lambda r: r != "painter")
-    return roles + [UPSCALER] * (film.upscale is not None)
+    """The roles the film's engines need, and the upscaler's when the film has `upscale:`."""
+    return _roles_of(engine(e) for e in film_engines(film)) + [UPSCALER] * (film.upscale is not None)
 
 
 def film_roles() -> tuple[str, ...]:
     """Every role `--models ROLE=...` may name for a film (the registered engines' and the upscaler)."""
-    roles = list(dict.fromkeys(r for e in registered() for r in e.spec.roles))
-    roles.sort(key=lambda r: r != "painter")
-    return (*roles, UPSCALER)
+    return (*_roles_of(registered()), UPSCALER)
 
 
 def _owner(role: str, script):

@@ -73,7 +73,3 @@ def motion_engine() -> str | None:
     """The engine a `motion:` selects where no engine is named (None when none renders motions)."""
     return next((s.name for s in _SPECS.values() if s.motion), None)
 
-
-def roles() -> list[str]:
-    """Every model role a film may use, in registration order (`--models ROLE=...`)."""
-    return list(dict.fromkeys(r for s in _SPECS.values() for r in s.roles))
